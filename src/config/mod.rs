@@ -1,0 +1,440 @@
+//! Warren's configuration: what a YAML file, `WARREN_*` env vars and flags can set.
+//!
+//! Every field has a default, so an empty file (or none) is a working config
+//! that reproduces the RabbitMQ tutorial. Unknown keys are errors, not silently
+//! ignored typos. [`load`] merges the three sources (flags win over env, env
+//! over the file) and [`Config::validate`] checks ranges with the key's name.
+
+pub mod duration;
+mod load;
+
+pub use load::{Layer, Source, load, parse_layers};
+
+use crate::error::{Error, Result};
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+/// The whole configuration. YAML keys are the field names.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// How to reach the broker.
+    pub amqp: AmqpConfig,
+    /// Which queue to consume and how it is declared.
+    pub queue: QueueConfig,
+    /// How many tasks run at once and how long they may take.
+    pub pool: PoolConfig,
+    /// What happens to tasks whose handler did not succeed.
+    pub retry: RetryConfig,
+    /// Which handler does the work.
+    pub handler: HandlerConfig,
+    /// The health and metrics HTTP server.
+    pub server: ServerConfig,
+}
+
+/// Broker connection settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AmqpConfig {
+    /// AMQP URL, `amqp://user:password@host:port/vhost` (`amqps://` for TLS).
+    /// The password is redacted wherever Warren prints the URL.
+    pub url: String,
+    /// Heartbeat interval negotiated with the broker, so a dead network is noticed.
+    #[serde(with = "duration::single")]
+    pub heartbeat: Duration,
+    /// How long one connection attempt may take before it counts as failed
+    /// (an unreachable host would otherwise hang on TCP retransmits).
+    #[serde(with = "duration::single")]
+    pub connect_timeout: Duration,
+    /// Optional RabbitMQ management API base URL (`http://user:pass@host:15672`);
+    /// `warren status` uses it to show unacked counts, which AMQP cannot report.
+    pub management_url: Option<String>,
+}
+
+impl Default for AmqpConfig {
+    fn default() -> Self {
+        AmqpConfig {
+            url: "amqp://guest:guest@127.0.0.1:5672/%2f".into(),
+            heartbeat: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(10),
+            management_url: None,
+        }
+    }
+}
+
+/// RabbitMQ queue types Warren can declare.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum QueueType {
+    /// The tutorial's durable classic queue.
+    #[default]
+    Classic,
+    /// Replicated Raft queue; needs durable, supports a delivery limit.
+    Quorum,
+}
+
+/// The work queue.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueueConfig {
+    /// Queue name; producers publish to it through the default exchange.
+    pub name: String,
+    /// `classic` (default) or `quorum`; must match an existing queue.
+    #[serde(rename = "type")]
+    pub kind: QueueType,
+    /// Declare the queue (durable). `false` uses an existing queue as it is,
+    /// for queues owned by another team or declared with other arguments.
+    pub declare: bool,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        QueueConfig {
+            name: "task_queue".into(),
+            kind: QueueType::Classic,
+            declare: true,
+        }
+    }
+}
+
+/// `auto` or a number: how many unacked deliveries the broker may push to this process.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Prefetch {
+    /// Equal to `pool.concurrency`: each worker holds at most one task, like
+    /// the tutorial's `prefetch_count=1` per worker (fair dispatch).
+    #[default]
+    Auto,
+    /// An explicit basic_qos prefetch count (1..=65535).
+    Count(u32),
+}
+
+/// The two spellings a prefetch value may have in YAML, env or flags.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum PrefetchForm {
+    Count(u32),
+    Text(String),
+}
+
+impl Serialize for Prefetch {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        match self {
+            Prefetch::Auto => s.serialize_str("auto"),
+            Prefetch::Count(n) => s.serialize_u32(*n),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Prefetch {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        match PrefetchForm::deserialize(d)? {
+            PrefetchForm::Count(n) => Ok(Prefetch::Count(n)),
+            PrefetchForm::Text(t) if t == "auto" => Ok(Prefetch::Auto),
+            PrefetchForm::Text(t) => Err(serde::de::Error::custom(format!(
+                "expected auto or a number from 1 to 65535, got '{t}'"
+            ))),
+        }
+    }
+}
+
+/// Worker pool sizing and time limits.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PoolConfig {
+    /// Tasks processed at once by this process (async workers).
+    pub concurrency: u32,
+    /// basic_qos prefetch; `auto` = concurrency (fair dispatch across pods).
+    pub prefetch: Prefetch,
+    /// A handler running longer than this is abandoned and the task retried.
+    #[serde(with = "duration::single")]
+    pub handler_timeout: Duration,
+    /// On SIGTERM, how long in-flight tasks may take to finish before the
+    /// connection closes (keep it below Kubernetes' terminationGracePeriodSeconds).
+    #[serde(with = "duration::single")]
+    pub shutdown_timeout: Duration,
+}
+
+impl Default for PoolConfig {
+    fn default() -> Self {
+        PoolConfig {
+            concurrency: 8,
+            prefetch: Prefetch::Auto,
+            handler_timeout: Duration::from_secs(600),
+            shutdown_timeout: Duration::from_secs(25),
+        }
+    }
+}
+
+impl PoolConfig {
+    /// The prefetch count sent with basic_qos.
+    pub fn effective_prefetch(&self) -> u16 {
+        let count = match self.prefetch {
+            Prefetch::Auto => self.concurrency,
+            Prefetch::Count(n) => n,
+        };
+        count.min(u32::from(u16::MAX)) as u16
+    }
+}
+
+/// Retry and dead-letter policy.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetryConfig {
+    /// Attempts before a failing task is dead-lettered (1 = never retried).
+    pub max_attempts: u32,
+    /// Delay before attempt 2, 3, …; the last step repeats. One retry queue per step.
+    #[serde(with = "duration::list")]
+    pub backoff: Vec<Duration>,
+    /// Where poison tasks go; default `<queue>.dead`.
+    pub dead_letter_queue: Option<String>,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        RetryConfig {
+            max_attempts: 5,
+            backoff: [1, 10, 60, 600].map(Duration::from_secs).to_vec(),
+            dead_letter_queue: None,
+        }
+    }
+}
+
+/// Which kind of handler processes tasks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HandlerKind {
+    /// The tutorial's worker: sleep `per_dot` per `.` in the body.
+    #[default]
+    Sleep,
+    /// Run a program per task (body on stdin).
+    Exec,
+    /// POST each task to an HTTP endpoint (a sidecar).
+    Http,
+}
+
+/// Handler selection and per-kind settings.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HandlerConfig {
+    /// `sleep` (default), `exec` or `http`.
+    pub kind: HandlerKind,
+    /// Settings of the `sleep` handler.
+    pub sleep: SleepConfig,
+    /// Settings of the `exec` handler.
+    pub exec: ExecConfig,
+    /// Settings of the `http` handler.
+    pub http: HttpConfig,
+}
+
+/// The tutorial handler.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SleepConfig {
+    /// Work time per `.` byte in the body (the tutorial: one second).
+    #[serde(with = "duration::single")]
+    pub per_dot: Duration,
+}
+
+impl Default for SleepConfig {
+    fn default() -> Self {
+        SleepConfig {
+            per_dot: Duration::from_secs(1),
+        }
+    }
+}
+
+/// A program run per task.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ExecConfig {
+    /// argv of the program (no shell).
+    pub command: Vec<String>,
+    /// Exit codes that mean "this task can never succeed": dead-letter at once.
+    pub reject_exit_codes: Vec<i32>,
+}
+
+impl Default for ExecConfig {
+    fn default() -> Self {
+        ExecConfig {
+            command: Vec::new(),
+            reject_exit_codes: vec![65],
+        }
+    }
+}
+
+/// An HTTP endpoint called per task.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Where each task is POSTed.
+    pub url: Option<String>,
+    /// Per-request time limit; a timeout is retried.
+    #[serde(with = "duration::single")]
+    pub timeout: Duration,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            url: None,
+            timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// The health/metrics server.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address for /livez, /readyz and /metrics.
+    pub listen: String,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: "0.0.0.0:9090".into(),
+        }
+    }
+}
+
+impl Config {
+    /// The dead-letter queue name (`<queue>.dead` unless configured).
+    pub fn dead_letter_queue(&self) -> String {
+        self.retry
+            .dead_letter_queue
+            .clone()
+            .unwrap_or_else(|| format!("{}.dead", self.queue.name))
+    }
+
+    /// Checks ranges and combinations; returns warnings for legal but doubtful values.
+    pub fn validate(&self) -> Result<Vec<String>> {
+        let mut warnings = Vec::new();
+        crate::amqp::redact::parse_amqp_url(&self.amqp.url)?;
+        if self.queue.name.is_empty() || self.queue.name.len() > 255 {
+            return Err(Error::config(
+                "queue.name",
+                "must be 1 to 255 bytes long (set --queue or WARREN_QUEUE_NAME)",
+            ));
+        }
+        let pool = &self.pool;
+        if pool.concurrency == 0 || pool.concurrency > u32::from(u16::MAX) {
+            return Err(Error::config(
+                "pool.concurrency",
+                format!(
+                    "must be between 1 and 65535, got {}; set --concurrency or WARREN_POOL_CONCURRENCY",
+                    pool.concurrency
+                ),
+            ));
+        }
+        if let Prefetch::Count(n) = pool.prefetch {
+            if n == 0 || n > u32::from(u16::MAX) {
+                return Err(Error::config(
+                    "pool.prefetch",
+                    format!(
+                        "must be between 1 and 65535 (AMQP basic.qos is 16-bit) or auto, got {n}"
+                    ),
+                ));
+            }
+            if n < pool.concurrency {
+                warnings.push(format!(
+                    "pool.prefetch ({n}) is below pool.concurrency ({}): only {n} workers can ever be busy; \
+                     use prefetch: auto or at least the concurrency",
+                    pool.concurrency
+                ));
+            }
+        }
+        for (key, value) in [
+            ("pool.handler_timeout", pool.handler_timeout),
+            ("amqp.connect_timeout", self.amqp.connect_timeout),
+        ] {
+            if value.is_zero() {
+                return Err(Error::config(key, "must be greater than 0"));
+            }
+        }
+        if self.amqp.heartbeat.as_secs() > u64::from(u16::MAX) {
+            return Err(Error::config(
+                "amqp.heartbeat",
+                "must be at most 65535s (0 disables heartbeats)",
+            ));
+        }
+        self.validate_retry()?;
+        self.validate_handler()?;
+        if self.server.listen.parse::<std::net::SocketAddr>().is_err() {
+            return Err(Error::config(
+                "server.listen",
+                format!(
+                    "'{}' is not an address like 0.0.0.0:9090",
+                    self.server.listen
+                ),
+            ));
+        }
+        Ok(warnings)
+    }
+
+    fn validate_retry(&self) -> Result<()> {
+        if self.retry.max_attempts == 0 {
+            return Err(Error::config(
+                "retry.max_attempts",
+                "must be at least 1 (1 = dead-letter on the first failure)",
+            ));
+        }
+        if self.retry.backoff.is_empty() {
+            return Err(Error::config(
+                "retry.backoff",
+                "needs at least one delay, e.g. 1s,10s,1m",
+            ));
+        }
+        if let Some(step) = self
+            .retry
+            .backoff
+            .iter()
+            .find(|d| d.as_millis() > u128::from(u32::MAX))
+        {
+            return Err(Error::config(
+                "retry.backoff",
+                format!(
+                    "{} is longer than RabbitMQ's TTL limit (~49 days)",
+                    duration::format(step)
+                ),
+            ));
+        }
+        if self.dead_letter_queue() == self.queue.name {
+            return Err(Error::config(
+                "retry.dead_letter_queue",
+                "must differ from queue.name, or poison tasks would loop forever",
+            ));
+        }
+        Ok(())
+    }
+
+    fn validate_handler(&self) -> Result<()> {
+        match self.handler.kind {
+            HandlerKind::Sleep => Ok(()),
+            HandlerKind::Exec if self.handler.exec.command.is_empty() => Err(Error::config(
+                "handler.exec.command",
+                "is empty; give the program after `--` (warren work --handler exec -- python3 task.py)",
+            )),
+            HandlerKind::Http if self.handler.http.url.is_none() => Err(Error::config(
+                "handler.http.url",
+                "is required for the http handler (--http-url http://127.0.0.1:8080/tasks)",
+            )),
+            HandlerKind::Exec | HandlerKind::Http => Ok(()),
+        }
+    }
+
+    /// A copy safe to print: the AMQP and management passwords replaced by `***`.
+    pub fn redacted(&self) -> Config {
+        let mut copy = self.clone();
+        copy.amqp.url = crate::amqp::redact::redact_url(&copy.amqp.url);
+        copy.amqp.management_url = copy
+            .amqp
+            .management_url
+            .as_deref()
+            .map(crate::amqp::redact::redact_url);
+        copy
+    }
+}
+
+#[cfg(test)]
+mod tests;

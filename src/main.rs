@@ -1,0 +1,25 @@
+//! The `warren` binary: parse the command line, start logging, wire signals
+//! to a cancellation token, and hand over to the library.
+
+use clap::Parser;
+use std::process::ExitCode;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = warren::cli::Cli::parse();
+    warren::telemetry::init();
+    let shutdown = match warren::shutdown::on_signals() {
+        Ok(token) => token,
+        Err(e) => {
+            eprintln!("error: cannot install signal handlers: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match warren::cli::run(cli, shutdown).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,199 @@
+//! Outcome → AMQP. The one rule: the original delivery is acked only after
+//! the handler succeeded, or after a copy (retry or dead letter) was
+//! confirmed by the broker. If a copy cannot be confirmed, the original is
+//! nacked with requeue, so the broker still holds the task.
+
+use super::Ctx;
+use crate::amqp::publish::{PERSISTENT, publish_confirmed};
+use crate::handler::task::ATTEMPT_HEADER;
+use crate::handler::{Handler, Outcome, Task};
+use lapin::Acker;
+use lapin::Channel;
+use lapin::options::{BasicAckOptions, BasicNackOptions};
+use lapin::protocol::BasicProperties;
+use lapin::types::{AMQPValue, FieldTable};
+use std::time::{SystemTime, UNIX_EPOCH};
+use tracing::{debug, error, info, warn};
+
+/// Headers Warren writes on copies (documented in docs/reliability.md).
+pub const FIRST_FAILURE: &str = "x-warren-first-failure";
+pub const LAST_ERROR: &str = "x-warren-last-error";
+
+/// Settles one delivery according to the handler's outcome.
+pub(super) async fn settle<H: Handler>(
+    ctx: &Ctx<H>,
+    channel: &Channel,
+    acker: &Acker,
+    props: &BasicProperties,
+    task: &Task,
+    outcome: Outcome,
+) {
+    let max = ctx.config.retry.max_attempts;
+    match outcome {
+        Outcome::Ack => ack(acker).await,
+        Outcome::Retry { after, reason } if task.attempt < max => {
+            let (delay, queue) = ctx.topo.retry_queue(task.attempt, after);
+            let headers = retry_headers(task, &reason);
+            let copy = props
+                .clone()
+                .with_headers(headers)
+                .with_delivery_mode(PERSISTENT);
+            match publish_confirmed(channel, queue, &task.body, copy).await {
+                Ok(()) => {
+                    info!(
+                        "attempt {} of {max} failed ({reason}); retrying in {}",
+                        task.attempt,
+                        crate::config::duration::format(delay)
+                    );
+                    ack(acker).await;
+                }
+                Err(why) => {
+                    keep(
+                        acker,
+                        &format!("retry copy to '{queue}' not confirmed: {why}"),
+                    )
+                    .await
+                }
+            }
+        }
+        Outcome::Retry { reason, .. } => {
+            let reason = format!(
+                "gave up after {} attempts; last error: {reason}",
+                task.attempt
+            );
+            dead_letter(ctx, channel, acker, props, task, &reason).await;
+        }
+        Outcome::Reject { reason } => dead_letter(ctx, channel, acker, props, task, &reason).await,
+    }
+}
+
+async fn dead_letter<H: Handler>(
+    ctx: &Ctx<H>,
+    channel: &Channel,
+    acker: &Acker,
+    props: &BasicProperties,
+    task: &Task,
+    reason: &str,
+) {
+    let dead = &ctx.topo.dead;
+    let mut headers = task.headers.clone();
+    let now = now_secs();
+    let first = task.headers.inner().get(FIRST_FAILURE).cloned();
+    let text = |s: &str| AMQPValue::LongString(s.into());
+    headers.insert("x-warren-reason".into(), text(&truncate(reason, 4096)));
+    headers.insert(
+        "x-warren-attempts".into(),
+        AMQPValue::LongLongInt(task.attempt.into()),
+    );
+    headers.insert(
+        FIRST_FAILURE.into(),
+        first.unwrap_or(AMQPValue::Timestamp(now)),
+    );
+    headers.insert("x-warren-last-failure".into(), AMQPValue::Timestamp(now));
+    headers.insert("x-warren-worker".into(), text(&ctx.worker_name));
+    headers.insert("x-warren-original-queue".into(), text(&task.queue));
+    headers.insert(
+        "x-warren-original-routing-key".into(),
+        text(&task.routing_key),
+    );
+    let copy = props
+        .clone()
+        .with_headers(headers)
+        .with_delivery_mode(PERSISTENT);
+    match publish_confirmed(channel, dead, &task.body, copy).await {
+        Ok(()) => {
+            error!("dead-lettered to '{dead}': {reason}");
+            ack(acker).await;
+        }
+        Err(why) => {
+            keep(
+                acker,
+                &format!("dead letter to '{dead}' not confirmed: {why}"),
+            )
+            .await
+        }
+    }
+}
+
+/// Headers for the next attempt: attempt + 1, first failure time kept.
+fn retry_headers(task: &Task, reason: &str) -> FieldTable {
+    let mut headers = task.headers.clone();
+    let next = i64::from(task.attempt.saturating_add(1));
+    headers.insert(ATTEMPT_HEADER.into(), AMQPValue::LongLongInt(next));
+    if !headers.contains_key(FIRST_FAILURE) {
+        headers.insert(FIRST_FAILURE.into(), AMQPValue::Timestamp(now_secs()));
+    }
+    headers.insert(
+        LAST_ERROR.into(),
+        AMQPValue::LongString(truncate(reason, 4096).into()),
+    );
+    headers
+}
+
+async fn ack(acker: &Acker) {
+    match acker.ack(BasicAckOptions::default()).await {
+        Ok(_) => debug!("acked"),
+        Err(e) => warn!("could not ack ({e}); the broker will redeliver this task"),
+    }
+}
+
+/// The copy failed: give the task back to the broker rather than lose it.
+async fn keep(acker: &Acker, why: &str) {
+    warn!("{why}; requeueing the original so it is not lost");
+    let requeue = BasicNackOptions {
+        requeue: true,
+        multiple: false,
+    };
+    if let Err(e) = acker.nack(requeue).await {
+        warn!("could not nack ({e}); the broker will redeliver this task when the channel closes");
+    }
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_owned();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::handler::task::attempt_from;
+
+    #[test]
+    fn retry_headers_count_attempts_and_keep_the_first_failure() {
+        let mut task = Task::for_test(b"x".to_vec());
+        task.headers
+            .insert("custom".into(), AMQPValue::LongString("kept".into()));
+        let h1 = retry_headers(&task, "boom");
+        assert_eq!(attempt_from(&h1), 2);
+        assert!(h1.contains_key("custom"));
+        let first = h1.inner().get(FIRST_FAILURE).cloned();
+        task.headers = h1;
+        task.attempt = 2;
+        let h2 = retry_headers(&task, "boom again");
+        assert_eq!(attempt_from(&h2), 3);
+        assert_eq!(h2.inner().get(FIRST_FAILURE).cloned(), first);
+        assert_eq!(
+            h2.inner().get(LAST_ERROR),
+            Some(&AMQPValue::LongString("boom again".into()))
+        );
+    }
+
+    #[test]
+    fn truncate_respects_char_boundaries() {
+        assert_eq!(truncate("abc", 10), "abc");
+        assert_eq!(truncate("ééé", 3), "é…");
+    }
+}

@@ -1,0 +1,281 @@
+//! The supervisor: connect → declare → consume → (lost: reconnect) → drain.
+
+use super::slots::Slots;
+use super::{Ctx, worker};
+use crate::amqp::{self, publish, topology};
+use crate::error::{Error, Result};
+use crate::handler::Handler;
+use futures_lite::StreamExt;
+use lapin::options::{BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions};
+use lapin::types::FieldTable;
+use lapin::{Channel, Connection, Consumer};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{error, info, warn};
+
+/// One connection's worth of consuming.
+struct Session {
+    conn: Connection,
+    channel: Channel,
+    consumer: Consumer,
+}
+
+/// Why a session stopped consuming.
+enum End {
+    /// Shutdown was requested: drain this session.
+    Shutdown(Box<Session>),
+    /// The connection or channel died; carry the reason for the log.
+    Lost(String),
+}
+
+/// Runs sessions until shutdown; reconnects with capped exponential backoff
+/// and jitter when the broker goes away. Only permanent errors return early.
+pub(super) async fn supervise<H: Handler>(
+    ctx: Arc<Ctx<H>>,
+    shutdown: CancellationToken,
+) -> Result<()> {
+    let mut slots = Slots::new(ctx.config.pool.concurrency as usize);
+    let tracker = TaskTracker::new();
+    let mut failures: u32 = 0;
+    loop {
+        let opened = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            opened = open(&ctx) => opened,
+        };
+        let session = match opened {
+            Ok(session) => {
+                failures = 0;
+                session
+            }
+            Err(e) if is_permanent(&e) => return Err(e),
+            Err(e) => {
+                failures += 1;
+                let delay = reconnect_delay(failures);
+                error!(
+                    "{e}; retrying in {:.1}s (attempt {failures})",
+                    delay.as_secs_f64()
+                );
+                if sleep_or_shutdown(delay, &shutdown).await {
+                    break;
+                }
+                continue;
+            }
+        };
+        ctx.state.set_ready(true);
+        match consume(&ctx, session, &mut slots, &tracker, &shutdown).await {
+            End::Shutdown(session) => {
+                drain(&ctx, *session, &tracker).await;
+                return Ok(());
+            }
+            End::Lost(reason) => {
+                ctx.state.set_ready(false);
+                warn!(
+                    in_flight = ctx.state.in_flight(),
+                    "lost the broker ({reason}); reconnecting. Tasks in flight cannot be acked on a new \
+                     channel: the broker will redeliver them"
+                );
+                failures += 1;
+                if sleep_or_shutdown(reconnect_delay(failures), &shutdown).await {
+                    break;
+                }
+            }
+        }
+    }
+    ctx.state.set_ready(false);
+    wait_in_flight(&ctx, &tracker).await;
+    Ok(())
+}
+
+/// Errors that a reconnect cannot fix: the operator must change something.
+fn is_permanent(e: &Error) -> bool {
+    matches!(
+        e,
+        Error::QueueMismatch { .. } | Error::QueueMissing { .. } | Error::Config { .. }
+    )
+}
+
+/// Connects and starts consuming.
+async fn open<H: Handler>(ctx: &Ctx<H>) -> Result<Session> {
+    let pid = std::process::id();
+    let name = format!("warren work {}/{pid}", ctx.worker_name);
+    let conn = amqp::connect(&ctx.config.amqp, &name).await?;
+    match start_consuming(ctx, &conn).await {
+        Ok((channel, consumer)) => Ok(Session {
+            conn,
+            channel,
+            consumer,
+        }),
+        Err(e) => {
+            let _ = conn
+                .close(200, "warren could not start consuming".into())
+                .await;
+            Err(e)
+        }
+    }
+}
+
+async fn start_consuming<H: Handler>(
+    ctx: &Ctx<H>,
+    conn: &Connection,
+) -> Result<(Channel, Consumer)> {
+    let pool = &ctx.config.pool;
+    let queue = &ctx.topo.queue;
+    let channel = conn
+        .create_channel()
+        .await
+        .map_err(|e| Error::amqp("opening a channel", e))?;
+    let ready = topology::declare(&channel, &ctx.topo).await?;
+    let prefetch = pool.effective_prefetch();
+    channel
+        .basic_qos(prefetch, BasicQosOptions::default())
+        .await
+        .map_err(|e| Error::amqp("setting basic_qos prefetch", e))?;
+    // Retry and dead-letter copies are published on this same channel and
+    // must be confirmed before the original is acked.
+    publish::enable_confirms(&channel).await?;
+    let tag = format!("warren.{}.{}", ctx.worker_name, std::process::id());
+    let consumer = channel
+        .basic_consume(
+            queue.as_str().into(),
+            tag.into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .map_err(|e| Error::amqp(format!("consuming from queue '{queue}'"), e))?;
+    info!(
+        queue = %queue,
+        concurrency = pool.concurrency,
+        prefetch,
+        ready,
+        "consuming from '{queue}' with {} workers, prefetch {prefetch}; {ready} tasks waiting",
+        pool.concurrency
+    );
+    Ok((channel, consumer))
+}
+
+/// The dispatcher: a free worker first, then a delivery for it.
+async fn consume<H: Handler>(
+    ctx: &Arc<Ctx<H>>,
+    mut session: Session,
+    slots: &mut Slots,
+    tracker: &TaskTracker,
+    shutdown: &CancellationToken,
+) -> End {
+    loop {
+        let slot = tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => return End::Shutdown(Box::new(session)),
+            slot = slots.take() => slot,
+        };
+        let next = tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => return End::Shutdown(Box::new(session)),
+            next = session.consumer.next() => next,
+        };
+        match next {
+            Some(Ok(delivery)) => {
+                let task = worker::process(ctx.clone(), session.channel.clone(), delivery, slot);
+                tracker.spawn(task);
+            }
+            Some(Err(e)) => return End::Lost(e.to_string()),
+            None => return End::Lost("the broker cancelled the consumer".into()),
+        }
+    }
+}
+
+/// Graceful stop: no new deliveries, prefetched ones back to the queue now,
+/// in-flight ones get `shutdown_timeout` to finish and be acked, then close.
+async fn drain<H: Handler>(ctx: &Ctx<H>, mut session: Session, tracker: &TaskTracker) {
+    ctx.state.set_ready(false);
+    let tag = session.consumer.tag();
+    info!(
+        in_flight = ctx.state.in_flight(),
+        "draining: cancelling the consumer"
+    );
+    if let Err(e) = session
+        .channel
+        .basic_cancel(tag, BasicCancelOptions::default())
+        .await
+    {
+        warn!("basic.cancel failed ({e}); closing the connection will requeue everything unacked");
+    }
+    let mut requeued = 0usize;
+    // After cancel-ok the stream ends; whatever it yields first was prefetched
+    // but never started: give it back at once so another pod takes it now.
+    while let Ok(Some(next)) =
+        tokio::time::timeout(Duration::from_secs(5), session.consumer.next()).await
+    {
+        if let Ok(delivery) = next {
+            let requeue = BasicNackOptions {
+                requeue: true,
+                multiple: false,
+            };
+            if delivery.acker.nack(requeue).await.is_ok() {
+                requeued += 1;
+            }
+        }
+    }
+    info!(requeued, "requeued prefetched tasks that had not started");
+    wait_in_flight(ctx, tracker).await;
+    let _ = session
+        .channel
+        .close(200, "warren shutting down".into())
+        .await;
+    if let Err(e) = session.conn.close(200, "warren shutting down".into()).await {
+        warn!("closing the connection: {e}");
+    }
+    info!("stopped");
+}
+
+async fn wait_in_flight<H: Handler>(ctx: &Ctx<H>, tracker: &TaskTracker) {
+    tracker.close();
+    let limit = ctx.config.pool.shutdown_timeout;
+    if tokio::time::timeout(limit, tracker.wait()).await.is_err() {
+        warn!(
+            in_flight = ctx.state.in_flight(),
+            "shutdown_timeout ({}) passed with tasks still running; closing anyway, the broker requeues them",
+            crate::config::duration::format(&limit)
+        );
+    }
+}
+
+/// Capped exponential backoff (0.5 s … 30 s) with ±50 % jitter so a fleet
+/// of pods does not reconnect in lockstep after a broker restart.
+fn reconnect_delay(failures: u32) -> Duration {
+    let base = Duration::from_millis(500).saturating_mul(1 << failures.min(6).saturating_sub(1));
+    let capped = base.min(Duration::from_secs(30));
+    capped.mul_f64(0.5 + jitter())
+}
+
+/// A number in [0, 1) from the std hasher's random keys (no RNG crate needed).
+fn jitter() -> f64 {
+    use std::hash::{BuildHasher, RandomState};
+    (RandomState::new().hash_one(std::time::Instant::now()) % 1_000_000) as f64 / 1_000_000.0
+}
+
+/// Sleeps; true when shutdown came first.
+async fn sleep_or_shutdown(delay: Duration, shutdown: &CancellationToken) -> bool {
+    tokio::select! {
+        _ = shutdown.cancelled() => true,
+        _ = tokio::time::sleep(delay) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reconnect_delay_grows_and_is_capped() {
+        for failures in 1..20 {
+            let d = reconnect_delay(failures);
+            assert!(d >= Duration::from_millis(250), "{failures}: {d:?}");
+            assert!(d <= Duration::from_secs(45), "{failures}: {d:?}");
+        }
+        assert!(reconnect_delay(1) < Duration::from_secs(1));
+        assert!(reconnect_delay(10) >= Duration::from_secs(8));
+    }
+}

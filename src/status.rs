@@ -1,0 +1,86 @@
+//! `warren status`: the queue's depth and consumers, like
+//! `rabbitmqctl list_queues name messages_ready messages_unacknowledged consumers`.
+
+use crate::amqp::topology::{Topology, inspect};
+use crate::amqp::{self, redact::redact_url};
+use crate::config::Config;
+use crate::error::{Error, Result};
+use std::fmt::Write;
+
+/// One row of the report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueStatus {
+    /// Queue name.
+    pub name: String,
+    /// Messages waiting to be delivered.
+    pub ready: u32,
+    /// Deliveries handed out and not yet acked (management API only).
+    pub unacked: Option<u64>,
+    /// Consumers attached.
+    pub consumers: u32,
+}
+
+/// Reads the work queue, its retry queues and the dead-letter queue.
+/// Queues that do not exist (yet) are left out, except the work queue.
+pub async fn queue_status(config: &Config) -> Result<Vec<QueueStatus>> {
+    let conn = amqp::connect(&config.amqp, "warren status").await?;
+    let topo = Topology::from_config(config);
+    let mut names = vec![topo.queue.clone()];
+    names.extend(topo.retry.iter().map(|(_, name)| name.clone()));
+    names.push(topo.dead.clone());
+    let mut rows = Vec::new();
+    for (i, name) in names.iter().enumerate() {
+        // A failed passive declare closes the channel: use a fresh one each time.
+        let channel = conn
+            .create_channel()
+            .await
+            .map_err(|e| Error::amqp("opening a channel", e))?;
+        let inspected = inspect(&channel, name).await;
+        if channel.status().connected() {
+            let _ = channel.close(200, "done".into()).await;
+        }
+        match inspected {
+            Ok((ready, consumers)) => rows.push(QueueStatus {
+                name: name.clone(),
+                ready,
+                unacked: None,
+                consumers,
+            }),
+            Err(Error::QueueMissing { .. }) if i > 0 => {}
+            Err(Error::QueueMissing { queue }) => {
+                let _ = conn.close(200, "done".into()).await;
+                return Err(Error::QueueMissing { queue });
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    let _ = conn.close(200, "done".into()).await;
+    if let Some(url) = &config.amqp.management_url {
+        return Err(Error::NotYetSupported(format!(
+            "reading unacked counts from the management API ({})",
+            redact_url(url)
+        )));
+    }
+    Ok(rows)
+}
+
+/// Renders rows as an aligned table.
+pub fn render(rows: &[QueueStatus]) -> String {
+    let width = rows.iter().map(|r| r.name.len()).max().unwrap_or(4).max(4);
+    let mut out = format!(
+        "{:width$}  messages_ready  messages_unacknowledged  consumers\n",
+        "name"
+    );
+    for r in rows {
+        let unacked = r.unacked.map_or_else(|| "-".to_owned(), |n| n.to_string());
+        let _ = writeln!(
+            out,
+            "{:width$}  {:>14}  {:>23}  {:>9}",
+            r.name, r.ready, unacked, r.consumers
+        );
+    }
+    if rows.iter().any(|r| r.unacked.is_none()) {
+        out.push_str("(messages_unacknowledged: AMQP cannot report it; give --management-url)\n");
+    }
+    out
+}
