@@ -1,0 +1,186 @@
+//! The shared broker most tests use, unique queue names, and AMQP helpers
+//! built on lapin directly (not on Warren's own code, so a Warren bug cannot
+//! hide itself in its own test).
+
+#![allow(dead_code)]
+
+use futures_lite::StreamExt;
+use lapin::options::*;
+use lapin::protocol::BasicProperties;
+use lapin::types::FieldTable;
+use lapin::{Channel, Connection, ConnectionProperties};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+/// The shared broker: WARREN_TEST_AMQP_URL, else the local default
+/// (`make test` makes sure one answers there).
+pub fn shared_url() -> String {
+    std::env::var("WARREN_TEST_AMQP_URL")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
+}
+
+/// A queue name no other test (or earlier run) uses.
+pub fn unique_queue(prefix: &str) -> String {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!(
+        "test.{prefix}.{}.{}.{nanos}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+pub async fn connect(url: &str) -> Connection {
+    Connection::connect(url, ConnectionProperties::default())
+        .await
+        .unwrap_or_else(|e| panic!("test broker at {url} must answer: {e}"))
+}
+
+pub async fn channel(url: &str) -> (Connection, Channel) {
+    let conn = connect(url).await;
+    let ch = conn.create_channel().await.unwrap();
+    (conn, ch)
+}
+
+/// (ready messages, consumers) by passive declare; None if the queue is missing.
+pub async fn counts(url: &str, queue: &str) -> Option<(u32, u32)> {
+    let (conn, ch) = channel(url).await;
+    let q = ch
+        .queue_declare(
+            queue.into(),
+            QueueDeclareOptions::default().passive(),
+            FieldTable::default(),
+        )
+        .await
+        .ok()
+        .map(|q| (q.message_count(), q.consumer_count()));
+    let _ = conn.close(200, "bye".into()).await;
+    q
+}
+
+/// Waits until `queue` has `consumers` consumers.
+pub async fn wait_consumers(url: &str, queue: &str, consumers: u32, limit: Duration) {
+    let started = Instant::now();
+    loop {
+        if counts(url, queue).await.map(|c| c.1) == Some(consumers) {
+            return;
+        }
+        assert!(
+            started.elapsed() < limit,
+            "queue {queue} never had {consumers} consumers"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits until `queue` has no ready messages.
+pub async fn wait_empty(url: &str, queue: &str, limit: Duration) {
+    let started = Instant::now();
+    loop {
+        if counts(url, queue).await.map(|c| c.0) == Some(0) {
+            return;
+        }
+        assert!(
+            started.elapsed() < limit,
+            "queue {queue} never became empty"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Publishes persistent messages with confirms, as a plain producer would.
+pub async fn publish(url: &str, queue: &str, bodies: &[&[u8]]) {
+    let (conn, ch) = channel(url).await;
+    ch.confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    for body in bodies {
+        let props = BasicProperties::default().with_delivery_mode(2);
+        let confirm = ch
+            .basic_publish(
+                "".into(),
+                queue.into(),
+                BasicPublishOptions::default(),
+                body,
+                props,
+            )
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+        assert!(confirm.is_ack(), "broker must confirm the test message");
+    }
+    let _ = conn.close(200, "bye".into()).await;
+}
+
+/// Reads up to `n` messages with basic.get (acking them).
+pub async fn drain(url: &str, queue: &str, n: usize) -> Vec<lapin::message::BasicGetMessage> {
+    let (conn, ch) = channel(url).await;
+    let mut out = Vec::new();
+    while out.len() < n {
+        match ch
+            .basic_get(queue.into(), BasicGetOptions::default())
+            .await
+            .unwrap()
+        {
+            Some(msg) => {
+                msg.delivery
+                    .acker
+                    .ack(BasicAckOptions::default())
+                    .await
+                    .unwrap();
+                out.push(msg);
+            }
+            None => break,
+        }
+    }
+    let _ = conn.close(200, "bye".into()).await;
+    out
+}
+
+/// Deletes the queue and the retry/dead queues Warren declared for it.
+pub async fn cleanup(url: &str, queue: &str) {
+    let (conn, _) = channel(url).await;
+    let mut names = vec![queue.to_owned(), format!("{queue}.dead")];
+    for step in ["1s", "10s", "1m", "10m"] {
+        names.push(format!("{queue}.retry.{step}"));
+    }
+    for name in names {
+        let ch = conn.create_channel().await.unwrap();
+        let _ = ch
+            .queue_delete(name.as_str().into(), QueueDeleteOptions::default())
+            .await;
+    }
+    let _ = conn.close(200, "bye".into()).await;
+}
+
+/// Consumes one message with a timeout (used to check what Warren published).
+pub async fn consume_one(
+    url: &str,
+    queue: &str,
+    limit: Duration,
+) -> Option<lapin::message::Delivery> {
+    let (conn, ch) = channel(url).await;
+    let mut consumer = ch
+        .basic_consume(
+            queue.into(),
+            "test".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let got = tokio::time::timeout(limit, consumer.next())
+        .await
+        .ok()
+        .flatten()
+        .map(Result::unwrap);
+    if let Some(d) = &got {
+        d.acker.ack(BasicAckOptions::default()).await.unwrap();
+    }
+    let _ = conn.close(200, "bye".into()).await;
+    got
+}

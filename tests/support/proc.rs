@@ -1,0 +1,175 @@
+//! Running the real `warren` binary: long-lived processes whose stderr is
+//! collected line by line, and one-shot commands with a time limit.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Path of the binary cargo built for these tests.
+pub fn warren_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_warren")
+}
+
+/// A `warren` command with a clean WARREN_* environment.
+pub fn command(args: &[&str]) -> Command {
+    let mut cmd = Command::new(warren_bin());
+    cmd.args(args);
+    for (k, _) in std::env::vars() {
+        if k.starts_with("WARREN_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.env("WARREN_LOG", "info,lapin=off").env("NO_COLOR", "1");
+    cmd
+}
+
+/// Runs a one-shot command; panics if it does not finish within `limit`.
+pub fn run(args: &[&str], limit: Duration) -> Output {
+    let child = command(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn warren");
+    let pid = child.id();
+    let waiter = std::thread::spawn(move || child.wait_with_output().expect("wait warren"));
+    let started = Instant::now();
+    while !waiter.is_finished() {
+        if started.elapsed() > limit {
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+            panic!("warren {args:?} did not finish within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    waiter.join().unwrap()
+}
+
+/// Text of a command's stdout and stderr together.
+pub fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// A running `warren` process; killed when dropped.
+pub struct Warren {
+    pub name: String,
+    child: Child,
+    lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl Warren {
+    /// Starts `warren <args>` and collects its stderr.
+    pub fn spawn(name: &str, args: &[&str]) -> Warren {
+        Self::spawn_with(name, command(args))
+    }
+
+    /// Starts a prepared command (extra env etc.).
+    pub fn spawn_with(name: &str, mut cmd: Command) -> Warren {
+        let mut child = cmd
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn warren");
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let sink = lines.clone();
+        let stderr = child.stderr.take().unwrap();
+        let tag = name.to_owned();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if std::env::var_os("WARREN_TEST_ECHO").is_some() {
+                    eprintln!("[{tag}] {line}");
+                }
+                sink.lock().unwrap().push(line);
+            }
+        });
+        Warren {
+            name: name.to_owned(),
+            child,
+            lines,
+        }
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// Every stderr line so far.
+    pub fn lines(&self) -> Vec<String> {
+        self.lines.lock().unwrap().clone()
+    }
+
+    /// Number of lines containing `needle`.
+    pub fn count(&self, needle: &str) -> usize {
+        self.lines().iter().filter(|l| l.contains(needle)).count()
+    }
+
+    /// Lines containing `needle`.
+    pub fn matching(&self, needle: &str) -> Vec<String> {
+        self.lines()
+            .into_iter()
+            .filter(|l| l.contains(needle))
+            .collect()
+    }
+
+    /// Waits until at least `n` lines contain `needle`; panics with the log if not.
+    pub async fn wait_for(&self, needle: &str, n: usize, limit: Duration) {
+        let started = Instant::now();
+        while self.count(needle) < n {
+            if started.elapsed() > limit {
+                panic!(
+                    "{}: waited {limit:?} for {n}× {needle:?}; log:\n{}",
+                    self.name,
+                    self.lines().join("\n")
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// Waits until consuming has started.
+    pub async fn wait_ready(&self) {
+        self.wait_for("consuming from", 1, Duration::from_secs(30))
+            .await;
+    }
+
+    /// Sends a real signal.
+    pub fn signal(&self, sig: i32) {
+        unsafe { libc::kill(self.pid(), sig) };
+    }
+
+    /// Waits for the process to exit.
+    pub async fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
+        let started = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status);
+            }
+            if started.elapsed() > limit {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// True while the process runs.
+    pub fn is_running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+
+    /// SIGKILL and reap.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Warren {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
