@@ -17,9 +17,13 @@ async fn a_queue_declared_non_durable_elsewhere_is_a_clear_406_error() {
     let q = unique_queue("hello");
     // As the tutorial's first part does: a non-durable queue with the same name.
     let (conn, ch) = broker::channel(&url).await;
-    ch.queue_declare(q.as_str().into(), QueueDeclareOptions::default(), FieldTable::default())
-        .await
-        .unwrap();
+    ch.queue_declare(
+        q.as_str().into(),
+        QueueDeclareOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
 
     for args in [
         vec!["work", "--amqp-url", &url, "--queue", &q],
@@ -28,15 +32,38 @@ async fn a_queue_declared_non_durable_elsewhere_is_a_clear_406_error() {
         let out = run(&args, LIMIT);
         let msg = text(&out);
         assert!(!out.status.success(), "{args:?} must fail: {msg}");
-        let line = msg.lines().find(|l| l.starts_with("error:")).unwrap_or_else(|| panic!("no error line: {msg}"));
-        assert!(line.contains(&format!("queue '{q}'")), "names the queue: {line}");
-        assert!(line.contains("'durable' is 'false' on the broker"), "names the property: {line}");
-        assert!(line.contains("--queue") && line.contains("delete") && line.contains("declare: false"), "gives the fixes: {line}");
+        let line = msg
+            .lines()
+            .find(|l| l.starts_with("error:"))
+            .unwrap_or_else(|| panic!("no error line: {msg}"));
+        assert!(
+            line.contains(&format!("queue '{q}'")),
+            "names the queue: {line}"
+        );
+        assert!(
+            line.contains("'durable' is 'false' on the broker"),
+            "names the property: {line}"
+        );
+        assert!(
+            line.contains("--queue") && line.contains("delete") && line.contains("declare: false"),
+            "gives the fixes: {line}"
+        );
     }
     // The broker's queue is untouched and still usable as it is with declare: false.
-    let out = run(&["publish", "--amqp-url", &url, "--queue", &q, "kept"], LIMIT);
+    let out = run(
+        &["publish", "--amqp-url", &url, "--queue", &q, "kept"],
+        LIMIT,
+    );
     assert!(!out.status.success());
-    let mut cmd = support::proc::command(&["work", "--amqp-url", &url, "--queue", &q, "--per-dot", "1ms"]);
+    let mut cmd = support::proc::command(&[
+        "work",
+        "--amqp-url",
+        &url,
+        "--queue",
+        &q,
+        "--per-dot",
+        "1ms",
+    ]);
     cmd.env("WARREN_QUEUE_DECLARE", "false");
     let w = Warren::spawn_with("declare-false", cmd);
     w.wait_ready().await;
@@ -52,20 +79,33 @@ fn wrong_password_is_named_and_redacted() {
     let out = run(&["publish", "--amqp-url", &url, "x"], LIMIT);
     let msg = text(&out);
     assert!(!out.status.success(), "{msg}");
-    assert!(msg.contains("ACCESS_REFUSED") && msg.contains("user name and password"), "{msg}");
+    assert!(
+        msg.contains("ACCESS_REFUSED") && msg.contains("user name and password"),
+        "{msg}"
+    );
     assert!(msg.contains("guest:***@"), "shows the URL redacted: {msg}");
     assert!(!msg.contains("hunter2"), "never prints the password: {msg}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn work_keeps_retrying_an_unreachable_broker_and_says_why() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let url = format!("amqp://guest:hunter2@127.0.0.1:{port}/%2f");
     let out = run(&["status", "--amqp-url", &url], LIMIT);
     let msg = text(&out);
     assert!(!out.status.success());
-    assert!(msg.contains("connection refused") && msg.contains("amqp.url"), "{msg}");
-    assert!(msg.contains(&format!("guest:***@127.0.0.1:{port}")) && !msg.contains("hunter2"), "{msg}");
+    assert!(
+        msg.contains("connection refused") && msg.contains("amqp.url"),
+        "{msg}"
+    );
+    assert!(
+        msg.contains(&format!("guest:***@127.0.0.1:{port}")) && !msg.contains("hunter2"),
+        "{msg}"
+    );
 
     // A worker must not crash-loop while the broker is away: it logs and retries.
     let mut w = Warren::spawn("unreachable", &["work", "--amqp-url", &url]);
@@ -73,7 +113,10 @@ async fn work_keeps_retrying_an_unreachable_broker_and_says_why() {
     assert!(w.is_running());
     assert!(w.lines().iter().all(|l| !l.contains("hunter2")));
     w.signal(libc::SIGTERM);
-    let status = w.wait_exit(LIMIT).await.expect("exits on SIGTERM while reconnecting");
+    let status = w
+        .wait_exit(LIMIT)
+        .await
+        .expect("exits on SIGTERM while reconnecting");
     assert!(status.success());
 }
 
@@ -84,15 +127,25 @@ fn invalid_values_name_the_key() {
         (&["work", "--prefetch", "70000"], "pool.prefetch"),
         (&["work", "--per-dot", "soon"], "handler.sleep.per_dot"),
         (&["work", "--amqp-url", "amqp//broken"], "amqp.url"),
-        (&["work", "--handler", "exec", "--", "/bin/true"], "not yet supported"),
+        (
+            &["work", "--handler", "exec", "--", "/bin/true"],
+            "not yet supported",
+        ),
         (&["config", "check", "--queue-type", "stream"], "queue.type"),
     ];
     for (args, needle) in cases {
         let out = run(args, LIMIT);
         let msg = text(&out);
         assert!(!out.status.success(), "{args:?} must fail");
-        assert!(msg.contains(needle), "{args:?}: expected {needle:?} in {msg}");
-        assert_eq!(msg.lines().filter(|l| l.starts_with("error:")).count(), 1, "one error line: {msg}");
+        assert!(
+            msg.contains(needle),
+            "{args:?}: expected {needle:?} in {msg}"
+        );
+        assert_eq!(
+            msg.lines().filter(|l| l.starts_with("error:")).count(),
+            1,
+            "one error line: {msg}"
+        );
     }
 }
 
@@ -101,27 +154,53 @@ fn bad_yaml_and_unknown_keys_name_the_file_and_key() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("warren.yaml");
     std::fs::write(&path, "pool:\n  concurency: 3\n").unwrap();
-    let out = run(&["config", "check", "--config", path.to_str().unwrap()], LIMIT);
+    let out = run(
+        &["config", "check", "--config", path.to_str().unwrap()],
+        LIMIT,
+    );
     let msg = text(&out);
     assert!(!out.status.success());
-    assert!(msg.contains("unknown field `concurency`") && msg.contains("warren.yaml"), "{msg}");
+    assert!(
+        msg.contains("unknown field `concurency`") && msg.contains("warren.yaml"),
+        "{msg}"
+    );
 }
 
 #[test]
 fn config_check_prints_the_effective_config_redacted() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("warren.yaml");
-    std::fs::write(&path, "pool: { concurrency: 2 }\nqueue: { name: from_file }\n").unwrap();
+    std::fs::write(
+        &path,
+        "pool: { concurrency: 2 }\nqueue: { name: from_file }\n",
+    )
+    .unwrap();
     let mut cmd = support::proc::command(&[
-        "config", "check", "--config", path.to_str().unwrap(), "--concurrency", "4", "--prefetch", "2",
+        "config",
+        "check",
+        "--config",
+        path.to_str().unwrap(),
+        "--concurrency",
+        "4",
+        "--prefetch",
+        "2",
     ]);
     cmd.env("WARREN_AMQP_URL", "amqp://app:s3cret@rabbit:5672/%2f");
     let out = cmd.output().unwrap();
     let msg = text(&out);
     assert!(out.status.success(), "{msg}");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("url: amqp://app:***@rabbit:5672/%2f"), "{stdout}");
-    assert!(stdout.contains("concurrency: 4") && stdout.contains("name: from_file"), "{stdout}");
+    assert!(
+        stdout.contains("url: amqp://app:***@rabbit:5672/%2f"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("concurrency: 4") && stdout.contains("name: from_file"),
+        "{stdout}"
+    );
     assert!(!msg.contains("s3cret"), "{msg}");
-    assert!(msg.contains("warning: pool.prefetch (2) is below pool.concurrency (4)"), "{msg}");
+    assert!(
+        msg.contains("warning: pool.prefetch (2) is below pool.concurrency (4)"),
+        "{msg}"
+    );
 }

@@ -12,7 +12,15 @@ const MIN: Duration = Duration::from_secs(60);
 
 fn work(name: &str, queue: &str, extra: &[&str]) -> Warren {
     let url = shared_url();
-    let mut args = vec!["work", "--amqp-url", &url, "--queue", queue, "--listen", "127.0.0.1:0"];
+    let mut args = vec![
+        "work",
+        "--amqp-url",
+        &url,
+        "--queue",
+        queue,
+        "--listen",
+        "127.0.0.1:0",
+    ];
     args.extend_from_slice(extra);
     Warren::spawn(name, &args)
 }
@@ -48,7 +56,12 @@ async fn two_workers_share_tasks_round_robin() {
     let (ra, rb) = (received(&a), received(&b));
     println!("A got {ra:?}\nB got {rb:?}");
     assert_eq!(ra.len() + rb.len(), 10, "each task processed exactly once");
-    assert!((4..=6).contains(&ra.len()), "round-robin should split 10 tasks ~evenly: A={} B={}", ra.len(), rb.len());
+    assert!(
+        (4..=6).contains(&ra.len()),
+        "round-robin should split 10 tasks ~evenly: A={} B={}",
+        ra.len(),
+        rb.len()
+    );
     let all: BTreeSet<_> = ra.iter().chain(&rb).collect();
     assert_eq!(all.len(), 10, "no task processed twice");
     broker::wait_empty(&url, &q, MIN).await;
@@ -59,7 +72,14 @@ async fn two_workers_share_tasks_round_robin() {
 async fn fair_dispatch_sends_new_tasks_to_the_idle_worker() {
     let url = shared_url();
     let q = unique_queue("fair");
-    let flags = ["--concurrency", "1", "--prefetch", "1", "--per-dot", "100ms"];
+    let flags = [
+        "--concurrency",
+        "1",
+        "--prefetch",
+        "1",
+        "--per-dot",
+        "100ms",
+    ];
     let a = work("A", &q, &flags);
     let b = work("B", &q, &flags);
     a.wait_ready().await;
@@ -85,7 +105,13 @@ async fn fair_dispatch_sends_new_tasks_to_the_idle_worker() {
     broker::publish(&url, &q, &refs).await;
     idle.wait_for("[x] Done", 4, MIN).await;
     assert_eq!(busy.count("[x] Done"), 0, "the long task is still running");
-    assert_eq!(received(busy).len(), 1, "{} (busy) must not be given short tasks: {:?}", busy.name, received(busy));
+    assert_eq!(
+        received(busy).len(),
+        1,
+        "{} (busy) must not be given short tasks: {:?}",
+        busy.name,
+        received(busy)
+    );
     let mut got = received(idle);
     got.sort();
     assert_eq!(got, shorts, "{} (idle) gets every short task", idle.name);
@@ -98,7 +124,11 @@ async fn tasks_of_a_killed_worker_are_redelivered_to_another() {
     let url = shared_url();
     let q = unique_queue("redeliver");
     // A holds 4 tasks (2 running + 2 prefetched), each 100 s of work: it will never ack.
-    let mut a = work("A", &q, &["--concurrency", "2", "--prefetch", "4", "--per-dot", "10s"]);
+    let mut a = work(
+        "A",
+        &q,
+        &["--concurrency", "2", "--prefetch", "4", "--per-dot", "10s"],
+    );
     a.wait_ready().await;
     let bodies: Vec<String> = (0..6).map(|i| format!("job-{i}..........")).collect();
     let refs: Vec<&[u8]> = bodies.iter().map(|s| s.as_bytes()).collect();
@@ -115,9 +145,15 @@ async fn tasks_of_a_killed_worker_are_redelivered_to_another() {
     b.wait_for("[x] Done", 6, MIN).await;
     let mut got = received(&b);
     got.sort();
-    assert_eq!(got, bodies, "every task, including the 4 A held, completed by B");
+    assert_eq!(
+        got, bodies,
+        "every task, including the 4 A held, completed by B"
+    );
     let redelivered = b.count("redelivered=true");
-    assert!(redelivered >= 4, "the 4 tasks A held carry the redelivered flag ({redelivered})");
+    assert!(
+        redelivered >= 4,
+        "the 4 tasks A held carry the redelivered flag ({redelivered})"
+    );
     broker::wait_empty(&url, &q, MIN).await;
     broker::cleanup(&url, &q).await;
 }
@@ -126,20 +162,45 @@ async fn tasks_of_a_killed_worker_are_redelivered_to_another() {
 async fn sigterm_finishes_in_flight_tasks_and_exits_zero() {
     let url = shared_url();
     let q = unique_queue("sigterm");
-    let mut a = work("A", &q, &["--concurrency", "1", "--prefetch", "3", "--per-dot", "100ms"]);
+    let mut a = work(
+        "A",
+        &q,
+        &[
+            "--concurrency",
+            "1",
+            "--prefetch",
+            "3",
+            "--per-dot",
+            "100ms",
+        ],
+    );
     a.wait_ready().await;
     broker::publish(&url, &q, &[b"slow..........", b"next-1.", b"next-2."]).await;
     a.wait_for("[x] Received 'slow", 1, MIN).await;
     a.signal(libc::SIGTERM);
     let status = a.wait_exit(MIN).await.expect("warren exits after SIGTERM");
-    assert!(status.success(), "exit code 0 after a drain, got {status:?}");
-    assert_eq!(a.count("[x] Done"), 1, "the in-flight task finished before exit");
-    assert_eq!(received(&a), ["slow.........."], "no new task started after SIGTERM");
+    assert!(
+        status.success(),
+        "exit code 0 after a drain, got {status:?}"
+    );
+    assert_eq!(
+        a.count("[x] Done"),
+        1,
+        "the in-flight task finished before exit"
+    );
+    assert_eq!(
+        received(&a),
+        ["slow.........."],
+        "no new task started after SIGTERM"
+    );
     // The finished task was acked; the two prefetched ones are back, ready.
     let (ready, consumers) = broker::counts(&url, &q).await.unwrap();
     assert_eq!((ready, consumers), (2, 0));
     let rest = broker::drain(&url, &q, 10).await;
-    let bodies: Vec<_> = rest.iter().map(|m| String::from_utf8_lossy(&m.delivery.data).into_owned()).collect();
+    let bodies: Vec<_> = rest
+        .iter()
+        .map(|m| String::from_utf8_lossy(&m.delivery.data).into_owned())
+        .collect();
     assert_eq!(bodies, ["next-1.", "next-2."]);
     broker::cleanup(&url, &q).await;
 }

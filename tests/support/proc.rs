@@ -29,6 +29,7 @@ pub fn command(args: &[&str]) -> Command {
 /// Runs a one-shot command; panics if it does not finish within `limit`.
 pub fn run(args: &[&str], limit: Duration) -> Output {
     let child = command(args)
+        .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
