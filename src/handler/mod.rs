@@ -74,6 +74,12 @@ pub trait Handler: Send + Sync + 'static {
     /// Processes one task. Runs concurrently with other calls on the same
     /// handler; a panic or exceeding `pool.handler_timeout` counts as a retry.
     fn handle(&self, task: &Task) -> impl Future<Output = Outcome> + Send;
+
+    /// Whether the handler can take work now (e.g. an HTTP sidecar answers its
+    /// ready URL). Polled for `/readyz`; the default is always ready.
+    fn ready(&self) -> impl Future<Output = Result<(), String>> + Send {
+        std::future::ready(Ok(()))
+    }
 }
 
 /// The handlers the `warren` binary can run, chosen by `handler.kind`.
@@ -100,6 +106,12 @@ impl Handler for Builtin {
     async fn handle(&self, task: &Task) -> Outcome {
         match self {
             Builtin::Sleep(h) => h.handle(task).await,
+        }
+    }
+
+    async fn ready(&self) -> Result<(), String> {
+        match self {
+            Builtin::Sleep(h) => h.ready().await,
         }
     }
 }
