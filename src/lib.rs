@@ -13,6 +13,7 @@
 //!   publishing with confirms.
 //! - [`pool`]: supervisor → dispatcher → workers → settle (ack / retry / dead-letter).
 //! - [`handler`]: the [`Handler`] trait and the built-in handlers.
+//! - [`server`] and [`metrics`]: /livez, /readyz and Prometheus /metrics.
 //! - [`status`]: the `warren status` queue report.
 //! - [`shutdown`]: SIGTERM / ctrl-c → a [`CancellationToken`].
 //! - [`telemetry`]: log output (text or JSON).
@@ -27,7 +28,9 @@ pub mod cli;
 pub mod config;
 pub mod error;
 pub mod handler;
+pub mod metrics;
 pub mod pool;
+pub mod server;
 pub mod shutdown;
 pub mod status;
 pub mod telemetry;

@@ -57,6 +57,12 @@ const KEYS: &[Key] = &[
         "--management-url",
         true,
     ),
+    key(
+        "amqp.broker_consumer_timeout",
+        "WARREN_AMQP_BROKER_CONSUMER_TIMEOUT",
+        "--broker-consumer-timeout",
+        true,
+    ),
     key("queue.name", "WARREN_QUEUE_NAME", "--queue", true),
     key("queue.type", "WARREN_QUEUE_TYPE", "--queue-type", true),
     key("queue.declare", "WARREN_QUEUE_DECLARE", "--declare", false),
@@ -111,7 +117,31 @@ const KEYS: &[Key] = &[
         "--http-timeout",
         true,
     ),
+    key(
+        "handler.http.ready_url",
+        "WARREN_HANDLER_HTTP_READY_URL",
+        "--http-ready-url",
+        true,
+    ),
+    key(
+        "handler.exec.reject_exit_codes",
+        "WARREN_HANDLER_EXEC_REJECT_EXIT_CODES",
+        "--reject-exit-codes",
+        false,
+    ),
+    key(
+        "handler.exec.kill_grace",
+        "WARREN_HANDLER_EXEC_KILL_GRACE",
+        "--kill-grace",
+        true,
+    ),
     key("server.listen", "WARREN_SERVER_LISTEN", "--listen", true),
+    key(
+        "server.queue_poll_interval",
+        "WARREN_SERVER_QUEUE_POLL_INTERVAL",
+        "--queue-poll-interval",
+        true,
+    ),
 ];
 
 /// Env vars Warren reads that are not config keys (not warned about).

@@ -49,6 +49,11 @@ pub struct AmqpConfig {
     /// Optional RabbitMQ management API base URL (`http://user:pass@host:15672`);
     /// `warren status` uses it to show unacked counts, which AMQP cannot report.
     pub management_url: Option<String>,
+    /// The broker's `consumer_timeout` (RabbitMQ closes a channel whose
+    /// delivery stays unacked longer; 30 min by default since 3.8.17). Warren
+    /// warns at startup when `pool.handler_timeout` is not below it.
+    #[serde(with = "duration::single")]
+    pub broker_consumer_timeout: Duration,
 }
 
 impl Default for AmqpConfig {
@@ -58,6 +63,7 @@ impl Default for AmqpConfig {
             heartbeat: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(10),
             management_url: None,
+            broker_consumer_timeout: Duration::from_secs(30 * 60),
         }
     }
 }
@@ -152,6 +158,9 @@ pub struct PoolConfig {
     /// connection closes (keep it below Kubernetes' terminationGracePeriodSeconds).
     #[serde(with = "duration::single")]
     pub shutdown_timeout: Duration,
+    /// Bodies larger than this are dead-lettered ("too large") without
+    /// calling the handler: a bounded worst case for memory and handlers.
+    pub max_body_bytes: u64,
 }
 
 impl Default for PoolConfig {
@@ -161,6 +170,7 @@ impl Default for PoolConfig {
             prefetch: Prefetch::Auto,
             handler_timeout: Duration::from_secs(600),
             shutdown_timeout: Duration::from_secs(25),
+            max_body_bytes: 64 * 1024 * 1024,
         }
     }
 }
@@ -247,10 +257,17 @@ impl Default for SleepConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ExecConfig {
-    /// argv of the program (no shell).
+    /// argv of the program, run directly (no shell, so no quoting surprises);
+    /// the task body goes to its stdin, never into argv.
     pub command: Vec<String>,
-    /// Exit codes that mean "this task can never succeed": dead-letter at once.
+    /// Exit codes that mean "this task can never succeed": dead-letter at once
+    /// instead of retrying (65 is sysexits' EX_DATAERR).
     pub reject_exit_codes: Vec<i32>,
+    /// After a timeout or at the drain deadline the program's process group
+    /// gets SIGTERM, then SIGKILL this much later, so programs can clean up
+    /// but nothing they started outlives the task.
+    #[serde(with = "duration::single")]
+    pub kill_grace: Duration,
 }
 
 impl Default for ExecConfig {
@@ -258,6 +275,7 @@ impl Default for ExecConfig {
         ExecConfig {
             command: Vec::new(),
             reject_exit_codes: vec![65],
+            kill_grace: Duration::from_secs(2),
         }
     }
 }
@@ -266,11 +284,15 @@ impl Default for ExecConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HttpConfig {
-    /// Where each task is POSTed.
+    /// Where each task is POSTed (`http://` or `https://`).
     pub url: Option<String>,
-    /// Per-request time limit; a timeout is retried.
+    /// Per-request time limit (connect + response); a timeout is retried.
     #[serde(with = "duration::single")]
     pub timeout: Duration,
+    /// Optional URL the sidecar answers 2xx on when it can take work; until
+    /// then Warren reports itself not ready, so no traffic is routed to a pod
+    /// whose sidecar is still starting.
+    pub ready_url: Option<String>,
 }
 
 impl Default for HttpConfig {
@@ -278,6 +300,7 @@ impl Default for HttpConfig {
         HttpConfig {
             url: None,
             timeout: Duration::from_secs(30),
+            ready_url: None,
         }
     }
 }
@@ -288,12 +311,17 @@ impl Default for HttpConfig {
 pub struct ServerConfig {
     /// Address for /livez, /readyz and /metrics.
     pub listen: String,
+    /// How often queue depths are polled (passive declare) for the
+    /// `warren_queue_*` gauges.
+    #[serde(with = "duration::single")]
+    pub queue_poll_interval: Duration,
 }
 
 impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
             listen: "0.0.0.0:9090".into(),
+            queue_poll_interval: Duration::from_secs(5),
         }
     }
 }
@@ -347,6 +375,10 @@ impl Config {
         for (key, value) in [
             ("pool.handler_timeout", pool.handler_timeout),
             ("amqp.connect_timeout", self.amqp.connect_timeout),
+            (
+                "server.queue_poll_interval",
+                self.server.queue_poll_interval,
+            ),
         ] {
             if value.is_zero() {
                 return Err(Error::config(key, "must be greater than 0"));
@@ -356,6 +388,20 @@ impl Config {
             return Err(Error::config(
                 "amqp.heartbeat",
                 "must be at most 65535s (0 disables heartbeats)",
+            ));
+        }
+        if pool.handler_timeout >= self.amqp.broker_consumer_timeout {
+            warnings.push(format!(
+                "pool.handler_timeout ({}) is not below the broker's consumer_timeout ({}, amqp.broker_consumer_timeout): \
+                 RabbitMQ will close the channel under a long task and redeliver it; lower the handler timeout or raise consumer_timeout on the broker",
+                duration::format(&pool.handler_timeout),
+                duration::format(&self.amqp.broker_consumer_timeout)
+            ));
+        }
+        if pool.max_body_bytes == 0 {
+            return Err(Error::config(
+                "pool.max_body_bytes",
+                "must be greater than 0",
             ));
         }
         self.validate_retry()?;
@@ -408,19 +454,67 @@ impl Config {
         Ok(())
     }
 
-    fn validate_handler(&self) -> Result<()> {
+    /// Checks the settings of the selected handler only (an unused `http.url`
+    /// must not stop an exec worker). Also run by `Builtin::from_config`.
+    pub(crate) fn validate_handler(&self) -> Result<()> {
         match self.handler.kind {
             HandlerKind::Sleep => Ok(()),
-            HandlerKind::Exec if self.handler.exec.command.is_empty() => Err(Error::config(
+            HandlerKind::Exec => self.validate_exec(),
+            HandlerKind::Http => self.validate_http(),
+        }
+    }
+
+    fn validate_exec(&self) -> Result<()> {
+        let exec = &self.handler.exec;
+        if exec.command.first().is_none_or(|p| p.is_empty()) {
+            return Err(Error::config(
                 "handler.exec.command",
                 "is empty; give the program after `--` (warren work --handler exec -- python3 task.py)",
-            )),
-            HandlerKind::Http if self.handler.http.url.is_none() => Err(Error::config(
+            ));
+        }
+        if let Some(code) = exec.reject_exit_codes.iter().find(|c| !(1..=255).contains(*c)) {
+            return Err(Error::config(
+                "handler.exec.reject_exit_codes",
+                format!("{code} is not a failure exit code; use codes from 1 to 255, e.g. [65]"),
+            ));
+        }
+        Ok(())
+    }
+
+    fn validate_http(&self) -> Result<()> {
+        /// An absolute http(s) URL; the message shows it with the password redacted.
+        fn check_http_url(key: &str, url: &str) -> Result<()> {
+            let shown = crate::amqp::redact::redact_url(url);
+            match reqwest::Url::parse(url) {
+                Ok(u) if matches!(u.scheme(), "http" | "https") && u.has_host() => Ok(()),
+                Ok(_) => Err(Error::config(
+                    key,
+                    format!("'{shown}' must be an http:// or https:// URL with a host"),
+                )),
+                Err(e) => Err(Error::config(
+                    key,
+                    format!("'{shown}' is not a URL ({e}); use e.g. http://127.0.0.1:8080/tasks"),
+                )),
+            }
+        }
+        let http = &self.handler.http;
+        let Some(url) = &http.url else {
+            return Err(Error::config(
                 "handler.http.url",
                 "is required for the http handler (--http-url http://127.0.0.1:8080/tasks)",
-            )),
-            HandlerKind::Exec | HandlerKind::Http => Ok(()),
+            ));
+        };
+        check_http_url("handler.http.url", url)?;
+        if let Some(ready) = &http.ready_url {
+            check_http_url("handler.http.ready_url", ready)?;
         }
+        if http.timeout.is_zero() {
+            return Err(Error::config(
+                "handler.http.timeout",
+                "must be greater than 0 (e.g. 30s; WARREN_HANDLER_HTTP_TIMEOUT)",
+            ));
+        }
+        Ok(())
     }
 
     /// A copy safe to print: the AMQP and management passwords replaced by `***`.

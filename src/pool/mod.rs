@@ -6,41 +6,22 @@
 //! - [`settle`] maps the outcome to AMQP: ack, retry copy, or dead letter —
 //!   never acking the original before a copy is confirmed.
 
+mod poll;
 mod settle;
 mod slots;
+mod state;
 mod supervisor;
 mod worker;
+
+pub use state::{Phase, State};
 
 use crate::amqp::topology::Topology;
 use crate::config::Config;
 use crate::error::Result;
 use crate::handler::Handler;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use tokio_util::sync::CancellationToken;
-
-/// Live facts about a running pool, shared with the health server.
-#[derive(Debug, Default)]
-pub struct State {
-    ready: AtomicBool,
-    in_flight: AtomicUsize,
-}
-
-impl State {
-    /// True while connected and consuming (not connecting, reconnecting or draining).
-    pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Relaxed)
-    }
-
-    /// Deliveries this process holds unacked and is working on.
-    pub fn in_flight(&self) -> usize {
-        self.in_flight.load(Ordering::Relaxed)
-    }
-
-    fn set_ready(&self, ready: bool) {
-        self.ready.store(ready, Ordering::Relaxed);
-    }
-}
+use tracing::info;
 
 /// What every worker needs, built once per pool.
 struct Ctx<H> {
@@ -50,10 +31,13 @@ struct Ctx<H> {
     state: Arc<State>,
     /// Host or pod name, recorded in dead-letter headers and the connection name.
     worker_name: String,
+    /// Cancelled when the drain deadline passes: workers abandon their tasks.
+    hard_stop: CancellationToken,
 }
 
 /// Runs the pool with `handler` until `shutdown` is cancelled, then drains
 /// (in-flight tasks finish within `pool.shutdown_timeout`) and returns.
+/// Serves /livez, /readyz and /metrics on `server.listen` meanwhile.
 /// Returns an error only for problems retrying cannot fix (invalid config,
 /// a queue declared elsewhere with other arguments).
 pub async fn run<H: Handler>(
@@ -74,14 +58,30 @@ pub async fn run_with_state<H: Handler>(
     for warning in config.validate()? {
         tracing::warn!("{warning}");
     }
+    let listener = crate::server::bind(&config.server.listen).await?;
+    if let Ok(addr) = listener.local_addr() {
+        info!("serving /livez /readyz /metrics on http://{addr}");
+    }
     let ctx = Arc::new(Ctx {
         topo: Topology::from_config(&config),
         worker_name: worker_name(),
+        hard_stop: CancellationToken::new(),
         handler,
         config,
         state,
     });
-    supervisor::supervise(ctx, shutdown).await
+    let background = CancellationToken::new();
+    let server = tokio::spawn(crate::server::serve(
+        listener,
+        ctx.state.clone(),
+        background.clone(),
+    ));
+    tokio::spawn(poll::handler_ready(ctx.clone(), background.clone()));
+    let result = supervisor::supervise(ctx.clone(), shutdown).await;
+    ctx.state.set_phase(Phase::Stopped);
+    background.cancel();
+    let _ = server.await;
+    result
 }
 
 /// POD_NAME (set by the Helm chart from the downward API), else the host name.

@@ -7,6 +7,7 @@ use super::Ctx;
 use crate::amqp::publish::{PERSISTENT, publish_confirmed};
 use crate::handler::task::ATTEMPT_HEADER;
 use crate::handler::{Handler, Outcome, Task};
+use crate::metrics::Settled;
 use lapin::Acker;
 use lapin::Channel;
 use lapin::options::{BasicAckOptions, BasicNackOptions};
@@ -27,10 +28,13 @@ pub(super) async fn settle<H: Handler>(
     props: &BasicProperties,
     task: &Task,
     outcome: Outcome,
-) {
+) -> Settled {
     let max = ctx.config.retry.max_attempts;
     match outcome {
-        Outcome::Ack => ack(acker).await,
+        Outcome::Ack => {
+            ack(acker).await;
+            Settled::Acked
+        }
         Outcome::Retry { after, reason } if task.attempt < max => {
             let (delay, queue) = ctx.topo.retry_queue(task.attempt, after);
             let headers = retry_headers(task, &reason);
@@ -38,7 +42,7 @@ pub(super) async fn settle<H: Handler>(
                 .clone()
                 .with_headers(headers)
                 .with_delivery_mode(PERSISTENT);
-            match publish_confirmed(channel, queue, &task.body, copy).await {
+            match confirmed_copy(ctx, channel, queue, &task.body, copy).await {
                 Ok(()) => {
                     info!(
                         "attempt {} of {max} failed ({reason}); retrying in {}",
@@ -46,6 +50,7 @@ pub(super) async fn settle<H: Handler>(
                         crate::config::duration::format(delay)
                     );
                     ack(acker).await;
+                    Settled::Retried
                 }
                 Err(why) => {
                     keep(
@@ -61,7 +66,7 @@ pub(super) async fn settle<H: Handler>(
                 "gave up after {} attempts; last error: {reason}",
                 task.attempt
             );
-            dead_letter(ctx, channel, acker, props, task, &reason).await;
+            dead_letter(ctx, channel, acker, props, task, &reason).await
         }
         Outcome::Reject { reason } => dead_letter(ctx, channel, acker, props, task, &reason).await,
     }
@@ -74,7 +79,7 @@ async fn dead_letter<H: Handler>(
     props: &BasicProperties,
     task: &Task,
     reason: &str,
-) {
+) -> Settled {
     let dead = &ctx.topo.dead;
     let mut headers = task.headers.clone();
     let now = now_secs();
@@ -100,10 +105,11 @@ async fn dead_letter<H: Handler>(
         .clone()
         .with_headers(headers)
         .with_delivery_mode(PERSISTENT);
-    match publish_confirmed(channel, dead, &task.body, copy).await {
+    match confirmed_copy(ctx, channel, dead, &task.body, copy).await {
         Ok(()) => {
             error!("dead-lettered to '{dead}': {reason}");
             ack(acker).await;
+            Settled::DeadLettered
         }
         Err(why) => {
             keep(
@@ -138,7 +144,7 @@ async fn ack(acker: &Acker) {
 }
 
 /// The copy failed: give the task back to the broker rather than lose it.
-async fn keep(acker: &Acker, why: &str) {
+async fn keep(acker: &Acker, why: &str) -> Settled {
     warn!("{why}; requeueing the original so it is not lost");
     let requeue = BasicNackOptions {
         requeue: true,
@@ -147,6 +153,23 @@ async fn keep(acker: &Acker, why: &str) {
     if let Err(e) = acker.nack(requeue).await {
         warn!("could not nack ({e}); the broker will redeliver this task when the channel closes");
     }
+    Settled::Requeued
+}
+
+/// Publishes a copy and waits for the confirm, timing it for
+/// `warren_publish_confirm_seconds`.
+async fn confirmed_copy<H: Handler>(
+    ctx: &Ctx<H>,
+    channel: &Channel,
+    queue: &str,
+    body: &[u8],
+    props: BasicProperties,
+) -> Result<(), String> {
+    let started = std::time::Instant::now();
+    let result = publish_confirmed(channel, queue, body, props).await;
+    let took = started.elapsed().as_secs_f64();
+    ctx.state.metrics.publish_confirm.observe(took);
+    result
 }
 
 fn now_secs() -> u64 {

@@ -1,10 +1,11 @@
 //! The supervisor: connect → declare → consume → (lost: reconnect) → drain.
 
 use super::slots::Slots;
-use super::{Ctx, worker};
+use super::{Ctx, Phase, poll, worker};
 use crate::amqp::{self, publish, topology};
 use crate::error::{Error, Result};
 use crate::handler::Handler;
+use crate::metrics::Settled;
 use futures_lite::StreamExt;
 use lapin::options::{BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions};
 use lapin::types::FieldTable;
@@ -25,7 +26,7 @@ struct Session {
 /// Why a session stopped consuming.
 enum End {
     /// Shutdown was requested: drain this session.
-    Shutdown(Box<Session>),
+    Shutdown,
     /// The connection or channel died; carry the reason for the log.
     Lost(String),
 }
@@ -38,17 +39,22 @@ pub(super) async fn supervise<H: Handler>(
 ) -> Result<()> {
     let mut slots = Slots::new(ctx.config.pool.concurrency as usize);
     let tracker = TaskTracker::new();
+    let metrics = &ctx.state.metrics;
+    metrics.workers.set(ctx.config.pool.concurrency.into());
+    metrics
+        .prefetch
+        .set(ctx.config.pool.effective_prefetch().into());
     let mut failures: u32 = 0;
     loop {
+        if wait_for_handler(&ctx, &shutdown).await {
+            break;
+        }
         let opened = tokio::select! {
             _ = shutdown.cancelled() => break,
             opened = open(&ctx) => opened,
         };
-        let session = match opened {
-            Ok(session) => {
-                failures = 0;
-                session
-            }
+        let mut session = match opened {
+            Ok(session) => session,
             Err(e) if is_permanent(&e) => return Err(e),
             Err(e) => {
                 failures += 1;
@@ -63,29 +69,75 @@ pub(super) async fn supervise<H: Handler>(
                 continue;
             }
         };
-        ctx.state.set_ready(true);
-        match consume(&ctx, session, &mut slots, &tracker, &shutdown).await {
-            End::Shutdown(session) => {
-                drain(&ctx, *session, &tracker).await;
+        if failures > 0 {
+            metrics.reconnects.inc();
+            info!("reconnected after {failures} failed attempt(s)");
+        }
+        ctx.state.set_phase(Phase::Consuming);
+        let poller_stop = CancellationToken::new();
+        if let Ok(channel) = session.conn.create_channel().await {
+            tokio::spawn(poll::queues(ctx.clone(), channel, poller_stop.clone()));
+        }
+        let end = consume(&ctx, &mut session, &mut slots, &tracker, &shutdown).await;
+        poller_stop.cancel();
+        match end {
+            End::Shutdown => {
+                drain(&ctx, session, &tracker).await;
                 return Ok(());
             }
             End::Lost(reason) => {
-                ctx.state.set_ready(false);
+                ctx.state.set_phase(Phase::Reconnecting);
                 warn!(
                     in_flight = ctx.state.in_flight(),
-                    "lost the broker ({reason}); reconnecting. Tasks in flight cannot be acked on a new \
-                     channel: the broker will redeliver them"
+                    "lost the broker ({}); reconnecting. Tasks in flight cannot be acked on a new \
+                     channel: the broker will redeliver them",
+                    explain_loss(&reason)
                 );
-                failures += 1;
+                let _ = session.conn.close(200, "reconnecting".into()).await;
+                failures = 1;
                 if sleep_or_shutdown(reconnect_delay(failures), &shutdown).await {
                     break;
                 }
             }
         }
     }
-    ctx.state.set_ready(false);
+    ctx.state.set_phase(Phase::Draining);
     wait_in_flight(&ctx, &tracker).await;
     Ok(())
+}
+
+/// Holds off consuming while the handler says it cannot work (e.g. its HTTP
+/// sidecar is still starting), so tasks are not failed for nothing.
+/// True when shutdown came first.
+async fn wait_for_handler<H: Handler>(ctx: &Ctx<H>, shutdown: &CancellationToken) -> bool {
+    let mut logged = false;
+    loop {
+        match ctx.handler.ready().await {
+            Ok(()) => return false,
+            Err(why) if !logged => {
+                warn!("waiting for the handler to be ready before consuming: {why}");
+                logged = true;
+            }
+            Err(_) => {}
+        }
+        if sleep_or_shutdown(Duration::from_secs(1), shutdown).await {
+            return true;
+        }
+    }
+}
+
+/// Names the broker's consumer_timeout plainly: RabbitMQ reports it as a
+/// 406 on the channel, which otherwise reads like a configuration error.
+fn explain_loss(reason: &str) -> String {
+    if reason.contains("PRECONDITION_FAILED") && reason.contains("timed out") {
+        format!(
+            "{reason} — a task ran longer than the broker's consumer_timeout, so RabbitMQ closed the \
+             channel and will redeliver it; lower pool.handler_timeout below consumer_timeout \
+             (amqp.broker_consumer_timeout) or raise consumer_timeout on the broker"
+        )
+    } else {
+        reason.to_owned()
+    }
 }
 
 /// Errors that a reconnect cannot fix: the operator must change something.
@@ -159,7 +211,7 @@ async fn start_consuming<H: Handler>(
 /// The dispatcher: a free worker first, then a delivery for it.
 async fn consume<H: Handler>(
     ctx: &Arc<Ctx<H>>,
-    mut session: Session,
+    session: &mut Session,
     slots: &mut Slots,
     tracker: &TaskTracker,
     shutdown: &CancellationToken,
@@ -167,12 +219,12 @@ async fn consume<H: Handler>(
     loop {
         let slot = tokio::select! {
             biased;
-            _ = shutdown.cancelled() => return End::Shutdown(Box::new(session)),
+            _ = shutdown.cancelled() => return End::Shutdown,
             slot = slots.take() => slot,
         };
         let next = tokio::select! {
             biased;
-            _ = shutdown.cancelled() => return End::Shutdown(Box::new(session)),
+            _ = shutdown.cancelled() => return End::Shutdown,
             next = session.consumer.next() => next,
         };
         match next {
@@ -189,7 +241,7 @@ async fn consume<H: Handler>(
 /// Graceful stop: no new deliveries, prefetched ones back to the queue now,
 /// in-flight ones get `shutdown_timeout` to finish and be acked, then close.
 async fn drain<H: Handler>(ctx: &Ctx<H>, mut session: Session, tracker: &TaskTracker) {
-    ctx.state.set_ready(false);
+    ctx.state.set_phase(Phase::Draining);
     let tag = session.consumer.tag();
     info!(
         in_flight = ctx.state.in_flight(),
@@ -215,6 +267,7 @@ async fn drain<H: Handler>(ctx: &Ctx<H>, mut session: Session, tracker: &TaskTra
             };
             if delivery.acker.nack(requeue).await.is_ok() {
                 requeued += 1;
+                ctx.state.metrics.settled(Settled::Requeued);
             }
         }
     }
@@ -236,9 +289,13 @@ async fn wait_in_flight<H: Handler>(ctx: &Ctx<H>, tracker: &TaskTracker) {
     if tokio::time::timeout(limit, tracker.wait()).await.is_err() {
         warn!(
             in_flight = ctx.state.in_flight(),
-            "shutdown_timeout ({}) passed with tasks still running; closing anyway, the broker requeues them",
+            "shutdown_timeout ({}) passed with tasks still running; stopping them, the broker requeues them",
             crate::config::duration::format(&limit)
         );
+        // Workers drop their handler futures (exec handlers kill their
+        // process groups) and leave the deliveries unacked.
+        ctx.hard_stop.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(5), tracker.wait()).await;
     }
 }
 

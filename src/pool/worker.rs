@@ -8,11 +8,11 @@ use crate::handler::{Handler, Outcome, Task};
 use futures_lite::FutureExt;
 use lapin::Channel;
 use lapin::message::Delivery;
+use prometheus::{IntCounter, IntGauge};
 use std::any::Any;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tracing::{Instrument, error, info_span, warn};
 
 /// Processes one delivery on the worker holding `slot`.
@@ -53,27 +53,71 @@ pub(super) async fn process<H: Handler>(
         redelivered
     );
     async {
+        let metrics = &ctx.state.metrics;
+        let _in_flight = InFlight::enter(&metrics.in_flight);
         if redelivered {
+            metrics.redelivered.inc();
             warn!("redelivered: a worker may have died while running it before");
         }
-        ctx.state.in_flight.fetch_add(1, Ordering::Relaxed);
-        let outcome = run_guarded(&ctx.handler, &task, ctx.config.pool.handler_timeout).await;
-        settle::settle(&ctx, &channel, &acker, &properties, &task, outcome).await;
-        ctx.state.in_flight.fetch_sub(1, Ordering::Relaxed);
+        let outcome = if task.body.len() as u64 > ctx.config.pool.max_body_bytes {
+            Outcome::reject(format!(
+                "too large: {} bytes exceeds pool.max_body_bytes ({})",
+                task.body.len(),
+                ctx.config.pool.max_body_bytes
+            ))
+        } else {
+            let started = Instant::now();
+            let limit = ctx.config.pool.handler_timeout;
+            let guarded = run_guarded(&ctx.handler, &task, limit, &metrics.handler_panics);
+            let outcome = tokio::select! {
+                outcome = guarded => outcome,
+                _ = ctx.hard_stop.cancelled() => {
+                    warn!("abandoned at the shutdown deadline; the broker will redeliver it");
+                    return;
+                }
+            };
+            metrics.observe_task(started.elapsed());
+            outcome
+        };
+        let settled = settle::settle(&ctx, &channel, &acker, &properties, &task, outcome).await;
+        metrics.settled(settled);
     }
     .instrument(span)
     .await;
     drop(slot);
 }
 
+/// Counts a delivery in `warren_tasks_in_flight` for as long as it lives,
+/// including when the task is abandoned midway.
+struct InFlight<'a>(&'a IntGauge);
+
+impl<'a> InFlight<'a> {
+    fn enter(gauge: &'a IntGauge) -> Self {
+        gauge.inc();
+        InFlight(gauge)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
 /// Runs the handler; a panic or a timeout becomes a retry instead of
 /// killing the worker or holding the delivery forever.
-pub(super) async fn run_guarded<H: Handler>(handler: &H, task: &Task, limit: Duration) -> Outcome {
+pub(super) async fn run_guarded<H: Handler>(
+    handler: &H,
+    task: &Task,
+    limit: Duration,
+    panics: &IntCounter,
+) -> Outcome {
     let guarded = AssertUnwindSafe(handler.handle(task)).catch_unwind();
     match tokio::time::timeout(limit, guarded).await {
         Ok(Ok(outcome)) => outcome,
         Ok(Err(panic)) => {
             let why = panic_message(panic.as_ref());
+            panics.inc();
             error!("handler panicked: {why}; the task will be retried");
             Outcome::retry(format!("handler panicked: {why}"))
         }
@@ -117,14 +161,17 @@ mod tests {
     #[tokio::test]
     async fn a_panic_becomes_a_retry() {
         let task = Task::for_test(b"x".to_vec());
-        let outcome = run_guarded(&Panics, &task, Duration::from_secs(5)).await;
+        let panics = IntCounter::new("p", "p").unwrap();
+        let outcome = run_guarded(&Panics, &task, Duration::from_secs(5), &panics).await;
         assert_eq!(outcome, Outcome::retry("handler panicked: boom"));
+        assert_eq!(panics.get(), 1);
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_timeout_becomes_a_retry() {
         let task = Task::for_test(b"x".to_vec());
-        let outcome = run_guarded(&Slow, &task, Duration::from_secs(10)).await;
+        let panics = IntCounter::new("p", "p").unwrap();
+        let outcome = run_guarded(&Slow, &task, Duration::from_secs(10), &panics).await;
         assert_eq!(outcome, Outcome::retry("handler timed out after 10s"));
     }
 }

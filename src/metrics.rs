@@ -1,0 +1,222 @@
+//! Every metric Warren exports, defined once, in a registry of our own (not
+//! the process-global default, so embedding programs keep theirs clean).
+//!
+//! Names follow Prometheus conventions: base units, `_total` for counters,
+//! labels only where they stay bounded (queue, outcome — never a message id).
+//! Where an event is both logged and counted, the helper here does both so
+//! the log and the number never drift.
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+use std::time::Duration;
+
+/// How a delivery was settled (`warren_tasks_total{outcome}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settled {
+    /// Handler succeeded; acked.
+    Acked,
+    /// A retry copy was confirmed; original acked.
+    Retried,
+    /// A dead-letter copy was confirmed; original acked.
+    DeadLettered,
+    /// Given back to the broker (drain, or a copy that could not be confirmed).
+    Requeued,
+}
+
+impl Settled {
+    fn label(self) -> &'static str {
+        match self {
+            Settled::Acked => "acked",
+            Settled::Retried => "retried",
+            Settled::DeadLettered => "dead_lettered",
+            Settled::Requeued => "requeued",
+        }
+    }
+}
+
+/// The metric handles. Cheap to share behind an `Arc`.
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    registry: Registry,
+    /// Deliveries settled, by outcome.
+    pub tasks: IntCounterVec,
+    /// Handler run time, 1 ms … 1 h.
+    pub task_duration: Histogram,
+    /// This process's unacked deliveries being worked on (the dashboard sums it).
+    pub in_flight: IntGauge,
+    /// Configured concurrency.
+    pub workers: IntGauge,
+    /// basic_qos prefetch in effect.
+    pub prefetch: IntGauge,
+    /// Deliveries that arrived with the redelivered flag.
+    pub redelivered: IntCounter,
+    /// Ready messages per queue (work, retry, dead), polled.
+    pub queue_ready: IntGaugeVec,
+    /// Consumers per queue, polled.
+    pub queue_consumers: IntGaugeVec,
+    /// 1 while connected to the broker.
+    pub broker_connected: IntGauge,
+    /// Reconnections after a lost connection.
+    pub reconnects: IntCounter,
+    /// Handler panics caught (each one became a retry).
+    pub handler_panics: IntCounter,
+    /// Time from publish to broker confirm (retries, dead letters, `warren publish`).
+    pub publish_confirm: Histogram,
+}
+
+/// Task duration buckets: 1 ms to 1 h.
+const DURATION_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+    120.0, 300.0, 600.0, 1800.0, 3600.0,
+];
+
+/// Confirm latency buckets: 100 µs to 10 s.
+const CONFIRM_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    10.0,
+];
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Creates and registers every metric.
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let counter = |name: &str, help: &str| reg(&registry, IntCounter::new(name, help));
+        let gauge = |name: &str, help: &str| reg(&registry, IntGauge::new(name, help));
+        let by_queue = |name: &str, help: &str| {
+            reg(
+                &registry,
+                IntGaugeVec::new(Opts::new(name, help), &["queue"]),
+            )
+        };
+        let histogram = |name: &str, help: &str, buckets: &[f64]| {
+            let opts = HistogramOpts::new(name, help).buckets(buckets.to_vec());
+            reg(&registry, Histogram::with_opts(opts))
+        };
+        let build_info = reg(
+            &registry,
+            IntGaugeVec::new(
+                Opts::new("warren_build_info", "Warren build; the value is always 1."),
+                &["version"],
+            ),
+        );
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+        Metrics {
+            tasks: reg(
+                &registry,
+                IntCounterVec::new(
+                    Opts::new("warren_tasks_total", "Deliveries settled, by outcome."),
+                    &["outcome"],
+                ),
+            ),
+            task_duration: histogram(
+                "warren_task_duration_seconds",
+                "Handler run time per task.",
+                DURATION_BUCKETS,
+            ),
+            in_flight: gauge(
+                "warren_tasks_in_flight",
+                "Unacked deliveries this process is working on.",
+            ),
+            workers: gauge("warren_workers", "Configured concurrency (async workers)."),
+            prefetch: gauge("warren_prefetch", "basic_qos prefetch count in effect."),
+            redelivered: counter(
+                "warren_redelivered_total",
+                "Deliveries that arrived with the redelivered flag set.",
+            ),
+            queue_ready: by_queue(
+                "warren_queue_messages_ready",
+                "Ready messages in the queue (passive declare, polled).",
+            ),
+            queue_consumers: by_queue(
+                "warren_queue_consumers",
+                "Consumers on the queue (passive declare, polled).",
+            ),
+            broker_connected: gauge(
+                "warren_broker_connected",
+                "1 while connected to the broker, else 0.",
+            ),
+            reconnects: counter(
+                "warren_reconnects_total",
+                "Reconnections after the broker connection was lost.",
+            ),
+            handler_panics: counter(
+                "warren_handler_panics_total",
+                "Handler panics caught; each task was retried.",
+            ),
+            publish_confirm: histogram(
+                "warren_publish_confirm_seconds",
+                "Time from publish to broker confirm.",
+                CONFIRM_BUCKETS,
+            ),
+            registry,
+        }
+    }
+
+    /// Counts a settled delivery.
+    pub fn settled(&self, how: Settled) {
+        self.tasks.with_label_values(&[how.label()]).inc();
+    }
+
+    /// Records a handler run.
+    pub fn observe_task(&self, took: Duration) {
+        self.task_duration.observe(took.as_secs_f64());
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut out = Vec::new();
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut out)
+            .expect("text encoding into a Vec cannot fail");
+        String::from_utf8(out).expect("the text format is UTF-8")
+    }
+}
+
+/// Registers a freshly built metric; names are constants, so failure is a bug.
+fn reg<C: prometheus::core::Collector + Clone + 'static>(
+    registry: &Registry,
+    metric: prometheus::Result<C>,
+) -> C {
+    let metric = metric.expect("metric definition is valid");
+    registry
+        .register(Box::new(metric.clone()))
+        .expect("metric names are unique");
+    metric
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_every_metric_with_its_labels() {
+        let m = Metrics::new();
+        m.settled(Settled::Acked);
+        m.settled(Settled::DeadLettered);
+        m.queue_ready.with_label_values(&["task_queue"]).set(3);
+        m.observe_task(Duration::from_millis(20));
+        let text = m.render();
+        for needle in [
+            "warren_tasks_total{outcome=\"acked\"} 1",
+            "warren_tasks_total{outcome=\"dead_lettered\"} 1",
+            "warren_queue_messages_ready{queue=\"task_queue\"} 3",
+            "warren_task_duration_seconds_count 1",
+            "warren_task_duration_seconds_bucket{le=\"3600\"} 1",
+            "warren_build_info{version=",
+            "warren_tasks_in_flight 0",
+            "warren_broker_connected 0",
+        ] {
+            assert!(text.contains(needle), "missing {needle} in\n{text}");
+        }
+    }
+}

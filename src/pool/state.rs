@@ -1,0 +1,126 @@
+//! Live facts about a running pool, shared with the health server: which
+//! phase the supervisor is in, whether the handler is ready, and the metrics.
+
+use crate::metrics::Metrics;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU8, Ordering};
+
+/// What the supervisor is doing; only `Consuming` is ready.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Phase {
+    /// Not connected yet.
+    Connecting = 0,
+    /// Connected, consumer running.
+    Consuming = 1,
+    /// Lost the broker; reconnecting with backoff.
+    Reconnecting = 2,
+    /// SIGTERM received; finishing in-flight tasks.
+    Draining = 3,
+    /// Done.
+    Stopped = 4,
+}
+
+impl Phase {
+    fn from_u8(v: u8) -> Phase {
+        match v {
+            1 => Phase::Consuming,
+            2 => Phase::Reconnecting,
+            3 => Phase::Draining,
+            4 => Phase::Stopped,
+            _ => Phase::Connecting,
+        }
+    }
+
+    fn reason(self) -> &'static str {
+        match self {
+            Phase::Connecting => "connecting to the broker",
+            Phase::Consuming => "consuming",
+            Phase::Reconnecting => "reconnecting to the broker",
+            Phase::Draining => "draining for shutdown",
+            Phase::Stopped => "stopped",
+        }
+    }
+}
+
+/// Shared between the supervisor, the workers and the HTTP server.
+#[derive(Debug)]
+pub struct State {
+    phase: AtomicU8,
+    /// Why the handler is not ready (None = ready).
+    handler_problem: Mutex<Option<String>>,
+    /// Every metric of this process.
+    pub metrics: Metrics,
+}
+
+impl Default for State {
+    fn default() -> Self {
+        State {
+            phase: AtomicU8::new(Phase::Connecting as u8),
+            handler_problem: Mutex::new(None),
+            metrics: Metrics::new(),
+        }
+    }
+}
+
+impl State {
+    /// The supervisor's current phase.
+    pub fn phase(&self) -> Phase {
+        Phase::from_u8(self.phase.load(Ordering::Relaxed))
+    }
+
+    /// Ok while consuming with a ready handler, else the reason.
+    pub fn readiness(&self) -> Result<(), String> {
+        match self.phase() {
+            Phase::Consuming => match &*self.handler_problem.lock().unwrap() {
+                None => Ok(()),
+                Some(why) => Err(format!("handler not ready: {why}")),
+            },
+            other => Err(other.reason().to_owned()),
+        }
+    }
+
+    /// True when `readiness` is Ok.
+    pub fn is_ready(&self) -> bool {
+        self.readiness().is_ok()
+    }
+
+    /// Deliveries this process holds unacked and is working on.
+    pub fn in_flight(&self) -> i64 {
+        self.metrics.in_flight.get()
+    }
+
+    pub(crate) fn set_phase(&self, phase: Phase) {
+        self.phase.store(phase as u8, Ordering::Relaxed);
+        let connected = matches!(phase, Phase::Consuming | Phase::Draining);
+        self.metrics.broker_connected.set(i64::from(connected));
+    }
+
+    pub(crate) fn set_handler_problem(&self, problem: Option<String>) {
+        *self.handler_problem.lock().unwrap() = problem;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_consuming_with_a_ready_handler_is_ready() {
+        let s = State::default();
+        assert_eq!(s.readiness(), Err("connecting to the broker".into()));
+        s.set_phase(Phase::Consuming);
+        assert!(s.is_ready());
+        assert_eq!(s.metrics.broker_connected.get(), 1);
+        s.set_handler_problem(Some("sidecar answers 503".into()));
+        assert_eq!(
+            s.readiness(),
+            Err("handler not ready: sidecar answers 503".into())
+        );
+        s.set_handler_problem(None);
+        s.set_phase(Phase::Draining);
+        assert_eq!(s.readiness(), Err("draining for shutdown".into()));
+        s.set_phase(Phase::Reconnecting);
+        assert_eq!(s.metrics.broker_connected.get(), 0);
+    }
+}
