@@ -55,13 +55,57 @@ pub async fn queue_status(config: &Config) -> Result<Vec<QueueStatus>> {
         }
     }
     let _ = conn.close(200, "done".into()).await;
-    if let Some(url) = &config.amqp.management_url {
-        return Err(Error::NotYetSupported(format!(
-            "reading unacked counts from the management API ({})",
-            redact_url(url)
-        )));
+    if let Some(base) = &config.amqp.management_url {
+        let vhost = amqp::redact::parse_amqp_url(&config.amqp.url)?.vhost;
+        for row in &mut rows {
+            row.unacked = Some(unacked(base, &vhost, &row.name).await?);
+        }
     }
     Ok(rows)
+}
+
+/// `messages_unacknowledged` from the management API
+/// (`GET /api/queues/<vhost>/<queue>`), which AMQP cannot report.
+async fn unacked(base: &str, vhost: &str, queue: &str) -> Result<u64> {
+    let shown = redact_url(base);
+    let fail = |why: String| {
+        Error::Connect {
+        url: shown.clone(),
+        reason: why,
+        fix: "check amqp.management_url (--management-url): http://user:password@host:15672 with the management plugin enabled".into(),
+    }
+    };
+    let mut url = reqwest::Url::parse(base).map_err(|e| fail(format!("not a URL ({e})")))?;
+    let (user, password) = (url.username().to_owned(), url.password().map(str::to_owned));
+    let _ = url.set_username("");
+    let _ = url.set_password(None);
+    url.path_segments_mut()
+        .map_err(|()| fail("not a base URL".into()))?
+        .pop_if_empty()
+        .extend(["api", "queues", vhost, queue]);
+    // reqwest's rustls needs a process-wide crypto provider (ring, see Cargo.toml);
+    // installing it twice is harmless.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut request = reqwest::Client::new().get(url);
+    if !user.is_empty() {
+        request = request.basic_auth(user, password);
+    }
+    let response = request
+        .send()
+        .await
+        .map_err(|e| fail(e.without_url().to_string()))?;
+    let status = response.status();
+    if !status.is_success() {
+        return Err(fail(format!("the management API answered {status}")));
+    }
+    let body = response
+        .text()
+        .await
+        .map_err(|e| fail(e.without_url().to_string()))?;
+    let info: serde_json::Value =
+        serde_json::from_str(&body).map_err(|e| fail(format!("unexpected answer ({e})")))?;
+    // Freshly declared queues may not report stats yet: that is zero.
+    Ok(info["messages_unacknowledged"].as_u64().unwrap_or(0))
 }
 
 /// Renders rows as an aligned table.
