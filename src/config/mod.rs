@@ -472,7 +472,11 @@ impl Config {
                 "is empty; give the program after `--` (warren work --handler exec -- python3 task.py)",
             ));
         }
-        if let Some(code) = exec.reject_exit_codes.iter().find(|c| !(1..=255).contains(*c)) {
+        if let Some(code) = exec
+            .reject_exit_codes
+            .iter()
+            .find(|c| !(1..=255).contains(*c))
+        {
             return Err(Error::config(
                 "handler.exec.reject_exit_codes",
                 format!("{code} is not a failure exit code; use codes from 1 to 255, e.g. [65]"),

@@ -4,14 +4,18 @@
 //! settles the delivery from that answer (see `pool::settle`): the handler
 //! never touches AMQP, so it cannot ack too early or forget to ack.
 
+mod exec;
+mod http;
 mod sleep;
 pub mod task;
 
+pub use exec::ExecHandler;
+pub use http::HttpHandler;
 pub use sleep::SleepHandler;
 pub use task::Task;
 
 use crate::config::{Config, HandlerKind};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use std::future::Future;
 use std::time::Duration;
 
@@ -87,18 +91,26 @@ pub trait Handler: Send + Sync + 'static {
 pub enum Builtin {
     /// The tutorial's worker.
     Sleep(SleepHandler),
+    /// A program run per task (`handler.exec`).
+    Exec(ExecHandler),
+    /// A POST per task to an HTTP endpoint (`handler.http`).
+    Http(HttpHandler),
 }
 
 impl Builtin {
-    /// Builds the configured handler, or says why it cannot run.
+    /// Builds the configured handler, or says why it cannot run (e.g. the
+    /// exec PROGRAM is missing): checked before the pool starts, so a broken
+    /// setup fails once at startup instead of failing every task.
     pub fn from_config(config: &Config) -> Result<Self> {
-        match config.handler.kind {
-            HandlerKind::Sleep => Ok(Builtin::Sleep(SleepHandler::new(
-                config.handler.sleep.per_dot,
-            ))),
-            HandlerKind::Exec => Err(Error::NotYetSupported("handler.kind: exec".into())),
-            HandlerKind::Http => Err(Error::NotYetSupported("handler.kind: http".into())),
-        }
+        config.validate_handler()?;
+        let handler = &config.handler;
+        Ok(match handler.kind {
+            HandlerKind::Sleep => Builtin::Sleep(SleepHandler::new(handler.sleep.per_dot)),
+            HandlerKind::Exec => Builtin::Exec(ExecHandler::new(&handler.exec)?),
+            HandlerKind::Http => {
+                Builtin::Http(HttpHandler::new(&handler.http, config.pool.concurrency)?)
+            }
+        })
     }
 }
 
@@ -106,12 +118,16 @@ impl Handler for Builtin {
     async fn handle(&self, task: &Task) -> Outcome {
         match self {
             Builtin::Sleep(h) => h.handle(task).await,
+            Builtin::Exec(h) => h.handle(task).await,
+            Builtin::Http(h) => h.handle(task).await,
         }
     }
 
     async fn ready(&self) -> Result<(), String> {
         match self {
             Builtin::Sleep(h) => h.ready().await,
+            Builtin::Exec(h) => h.ready().await,
+            Builtin::Http(h) => h.ready().await,
         }
     }
 }

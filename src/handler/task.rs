@@ -38,6 +38,13 @@ impl Task {
         format!("'{}{ellipsis}'", text.escape_debug())
     }
 
+    /// The application headers as a JSON object, for task code outside Rust
+    /// (the exec handler's `WARREN_HEADERS`). Byte strings that are not
+    /// UTF-8 are converted lossily; timestamps become seconds since the epoch.
+    pub fn headers_json(&self) -> serde_json::Value {
+        table_json(&self.headers)
+    }
+
     /// A task with only a body, for handler unit tests.
     pub fn for_test(body: Vec<u8>) -> Task {
         Task {
@@ -45,6 +52,40 @@ impl Task {
             attempt: 1,
             ..Task::default()
         }
+    }
+}
+
+fn table_json(table: &FieldTable) -> serde_json::Value {
+    let map = table
+        .inner()
+        .iter()
+        .map(|(k, v)| (k.to_string(), value_json(v)))
+        .collect();
+    serde_json::Value::Object(map)
+}
+
+fn value_json(value: &AMQPValue) -> serde_json::Value {
+    use serde_json::{Value, json};
+    let text = |bytes: &[u8]| Value::String(String::from_utf8_lossy(bytes).into_owned());
+    match value {
+        AMQPValue::Boolean(b) => json!(b),
+        AMQPValue::ShortShortInt(n) => json!(n),
+        AMQPValue::ShortShortUInt(n) => json!(n),
+        AMQPValue::ShortInt(n) => json!(n),
+        AMQPValue::ShortUInt(n) => json!(n),
+        AMQPValue::LongInt(n) => json!(n),
+        AMQPValue::LongUInt(n) => json!(n),
+        AMQPValue::LongLongInt(n) => json!(n),
+        AMQPValue::Timestamp(n) => json!(n),
+        AMQPValue::Float(f) => json!(f),
+        AMQPValue::Double(f) => json!(f),
+        AMQPValue::DecimalValue(d) => json!(f64::from(d.value) / 10f64.powi(d.scale.into())),
+        AMQPValue::ShortString(s) => json!(s.as_str()),
+        AMQPValue::LongString(s) => text(s.as_bytes()),
+        AMQPValue::ByteArray(b) => text(b.as_slice()),
+        AMQPValue::FieldArray(a) => Value::Array(a.as_slice().iter().map(value_json).collect()),
+        AMQPValue::FieldTable(t) => table_json(t),
+        AMQPValue::Void => Value::Null,
     }
 }
 
@@ -95,6 +136,28 @@ mod tests {
         assert_eq!(
             attempt_from(&with(AMQPValue::LongLongInt(i64::MAX))),
             u32::MAX
+        );
+    }
+
+    #[test]
+    fn headers_become_json() {
+        let mut t = Task::for_test(Vec::new());
+        t.headers
+            .insert("name".into(), AMQPValue::LongString("ü".into()));
+        t.headers.insert("n".into(), AMQPValue::LongLongInt(-3));
+        t.headers
+            .insert("raw".into(), AMQPValue::LongString(vec![b'a', 0xff].into()));
+        let mut inner = FieldTable::default();
+        inner.insert("ok".into(), AMQPValue::Boolean(true));
+        t.headers
+            .insert("nested".into(), AMQPValue::FieldTable(inner));
+        assert_eq!(
+            t.headers_json(),
+            serde_json::json!({"name": "ü", "n": -3, "raw": "a\u{fffd}", "nested": {"ok": true}})
+        );
+        assert_eq!(
+            Task::for_test(Vec::new()).headers_json(),
+            serde_json::json!({})
         );
     }
 
