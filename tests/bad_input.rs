@@ -128,9 +128,10 @@ fn invalid_values_name_the_key() {
         (&["work", "--per-dot", "soon"], "handler.sleep.per_dot"),
         (&["work", "--amqp-url", "amqp//broken"], "amqp.url"),
         (
-            &["work", "--handler", "exec", "--", "/bin/true"],
-            "not yet supported",
+            &["work", "--handler", "exec", "--", "/nonexistent/program"],
+            "handler.exec.command",
         ),
+        (&["work", "--handler", "http"], "handler.http.url"),
         (&["config", "check", "--queue-type", "stream"], "queue.type"),
     ];
     for (args, needle) in cases {

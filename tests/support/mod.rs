@@ -3,5 +3,6 @@
 #![allow(dead_code)]
 
 pub mod broker;
+pub mod http;
 pub mod node;
 pub mod proc;
