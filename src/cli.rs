@@ -95,6 +95,18 @@ pub struct WorkArgs {
     /// Http handler: where tasks are POSTed.
     #[arg(long, value_name = "URL")]
     pub http_url: Option<String>,
+    /// Bodies larger than this are dead-lettered unprocessed [default: 67108864].
+    #[arg(long, value_name = "BYTES")]
+    pub max_body_bytes: Option<String>,
+    /// Dead-letter queue [default: <queue>.dead].
+    #[arg(long, value_name = "NAME")]
+    pub dead_letter_queue: Option<String>,
+    /// AMQP heartbeat interval [default: 30s].
+    #[arg(long, value_name = "DURATION")]
+    pub heartbeat: Option<String>,
+    /// The broker's consumer_timeout, to warn about slow handlers [default: 30m].
+    #[arg(long, value_name = "DURATION")]
+    pub broker_consumer_timeout: Option<String>,
     /// Exec handler: the program and its arguments, after `--`.
     #[arg(last = true, value_name = "PROGRAM ARGS")]
     pub command: Vec<String>,
@@ -162,6 +174,10 @@ impl WorkArgs {
             ("--handler-timeout", &self.handler_timeout),
             ("--shutdown-timeout", &self.shutdown_timeout),
             ("--http-url", &self.http_url),
+            ("--max-body-bytes", &self.max_body_bytes),
+            ("--dead-letter-queue", &self.dead_letter_queue),
+            ("--heartbeat", &self.heartbeat),
+            ("--broker-consumer-timeout", &self.broker_consumer_timeout),
         ]
         .into_iter()
         .filter_map(|(flag, value)| value.clone().map(|v| (flag, v)))

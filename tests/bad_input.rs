@@ -205,3 +205,113 @@ fn config_check_prints_the_effective_config_redacted() {
         "{msg}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn oversize_bodies_are_dead_lettered_without_running_the_handler() {
+    let url = shared_url();
+    let q = unique_queue("oversize");
+    let big = vec![b'.'; 64];
+    let w = Warren::spawn(
+        "oversize",
+        &[
+            "work",
+            "--amqp-url",
+            &url,
+            "--queue",
+            &q,
+            "--max-body-bytes",
+            "16",
+            "--per-dot",
+            "1ms",
+        ],
+    );
+    w.wait_ready().await;
+    broker::publish(&url, &q, &[&big, b"small."]).await;
+    w.wait_for("[x] Done", 1, LIMIT).await;
+    let dead = broker::consume_one(&url, &format!("{q}.dead"), LIMIT)
+        .await
+        .expect("dead letter");
+    assert_eq!(dead.data, big);
+    let reason = match dead
+        .properties
+        .headers()
+        .as_ref()
+        .unwrap()
+        .inner()
+        .get("x-warren-reason")
+    {
+        Some(lapin::types::AMQPValue::LongString(s)) => s.to_string(),
+        other => panic!("no reason header: {other:?}"),
+    };
+    assert_eq!(
+        reason,
+        "too large: 64 bytes exceeds pool.max_body_bytes (16)"
+    );
+    assert_eq!(
+        w.count("[x] Received"),
+        1,
+        "the handler never saw the big body"
+    );
+    broker::cleanup(&url, &q).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn malformed_attempt_headers_count_as_attempt_one() {
+    use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+    use lapin::protocol::BasicProperties;
+    use lapin::types::AMQPValue;
+    let url = shared_url();
+    let q = unique_queue("attempt_header");
+    let w = Warren::spawn(
+        "hdr",
+        &[
+            "work",
+            "--amqp-url",
+            &url,
+            "--queue",
+            &q,
+            "--per-dot",
+            "1ms",
+        ],
+    );
+    w.wait_ready().await;
+    let (conn, ch) = broker::channel(&url).await;
+    ch.confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    let values = [
+        AMQPValue::LongString("garbage".into()),
+        AMQPValue::Boolean(true),
+        AMQPValue::LongLongInt(-3),
+        AMQPValue::FieldArray(vec![AMQPValue::LongLongInt(2)].into()),
+    ];
+    for (i, value) in values.into_iter().enumerate() {
+        let mut headers = FieldTable::default();
+        headers.insert("x-warren-attempt".into(), value);
+        let props = BasicProperties::default()
+            .with_headers(headers)
+            .with_message_id(format!("hdr-{i}").into());
+        ch.basic_publish(
+            "".into(),
+            q.as_str().into(),
+            BasicPublishOptions::default(),
+            b"h.",
+            props,
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    }
+    w.wait_for("[x] Done", 4, LIMIT).await;
+    assert_eq!(
+        w.matching("[x] Done")
+            .iter()
+            .filter(|l| l.contains("attempt=1"))
+            .count(),
+        4
+    );
+    let _ = conn.close(200, "bye".into()).await;
+    broker::wait_empty(&url, &q, LIMIT).await;
+    broker::cleanup(&url, &q).await;
+}

@@ -28,6 +28,7 @@ impl Handler for Scripted {
             "poison" => Outcome::retry("always fails"),
             "bad" => Outcome::reject("malformed input"),
             "flaky" if task.attempt == 1 => Outcome::retry("first try fails"),
+            "panics" if task.attempt == 1 => panic!("handler bug"),
             _ => Outcome::Ack,
         }
     }
@@ -63,7 +64,7 @@ async fn outcomes_are_settled_with_retries_and_dead_letters() {
         shutdown.clone(),
     ));
     broker::wait_consumers(&url, &q, 1, Duration::from_secs(30)).await;
-    broker::publish(&url, &q, &[b"poison", b"bad", b"flaky", b"fine"]).await;
+    broker::publish(&url, &q, &[b"poison", b"bad", b"flaky", b"fine", b"panics"]).await;
 
     let dead = format!("{q}.dead");
     let first = broker::consume_one(&url, &dead, Duration::from_secs(30))
@@ -120,6 +121,19 @@ async fn outcomes_are_settled_with_retries_and_dead_letters() {
         assert!(
             started.elapsed() < Duration::from_secs(30),
             "flaky never retried"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    while !handler
+        .calls
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|(b, a, _)| b == "panics" && *a == 2)
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "a panicking task is retried"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

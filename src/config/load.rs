@@ -98,6 +98,12 @@ const KEYS: &[Key] = &[
         "--dead-letter-queue",
         true,
     ),
+    key(
+        "pool.max_body_bytes",
+        "WARREN_POOL_MAX_BODY_BYTES",
+        "--max-body-bytes",
+        false,
+    ),
     key("handler.kind", "WARREN_HANDLER_KIND", "--handler", true),
     key(
         "handler.sleep.per_dot",

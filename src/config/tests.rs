@@ -185,3 +185,21 @@ fn redacted_copy_hides_passwords() {
     );
     assert!(yaml.contains("amqp://app:***@rabbit:5672/%2f"), "{yaml}");
 }
+
+#[test]
+fn every_cli_flag_maps_to_a_config_key() {
+    use clap::CommandFactory;
+    let cli = crate::cli::Cli::command();
+    let work = cli.find_subcommand("work").unwrap();
+    let not_config = ["config", "help", "version", "command"];
+    for arg in work.get_arguments() {
+        let Some(long) = arg.get_long() else { continue };
+        if not_config.contains(&long) {
+            continue;
+        }
+        let flag = format!("--{long}");
+        let leaked: &'static str = Box::leak(flag.into_boxed_str());
+        let (layers, _) = parse_layers(Vec::new(), &[(leaked, "1".to_string())], None);
+        assert_eq!(layers.len(), 1, "{leaked} must map to a config key");
+    }
+}

@@ -98,7 +98,10 @@ pub async fn publish(url: &str, queue: &str, bodies: &[&[u8]]) {
         .await
         .unwrap();
     for body in bodies {
-        let props = BasicProperties::default().with_delivery_mode(2);
+        let id = uuid::Uuid::new_v4().to_string();
+        let props = BasicProperties::default()
+            .with_delivery_mode(2)
+            .with_message_id(id.into());
         let confirm = ch
             .basic_publish(
                 "".into(),

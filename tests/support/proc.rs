@@ -176,3 +176,42 @@ impl Drop for Warren {
         self.kill();
     }
 }
+
+impl Warren {
+    /// `http://127.0.0.1:PORT` of this process's health/metrics server, from its log.
+    pub async fn http_base(&self) -> String {
+        let marker = "serving /livez /readyz /metrics on ";
+        self.wait_for(marker, 1, Duration::from_secs(30)).await;
+        let line = self.matching(marker).remove(0);
+        let url = line.split(marker).nth(1).unwrap().trim();
+        url.split_whitespace().next().unwrap().to_owned()
+    }
+}
+
+/// A plain HTTP/1.0 GET: (status, body). No client library, so the test does
+/// not share code (or bugs) with the server under test.
+pub fn http_get(url: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let rest = url.strip_prefix("http://").expect("http URL");
+    let (host, path) = rest
+        .split_once('/')
+        .map_or((rest, "/".to_owned()), |(h, p)| (h, format!("/{p}")));
+    let mut stream =
+        std::net::TcpStream::connect(host).unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_owned();
+    (status, body)
+}
