@@ -77,6 +77,38 @@ async fn quorum_queues_are_declared_and_consumed() {
         ],
     );
     w.wait_for("[x] Done", 1, LIMIT).await;
+    // The broker holds x-delivery-limit = max_attempts (5) as a crash-loop
+    // backstop: redeclaring with another limit is refused, with the same one accepted.
+    let declare = |limit: i64| {
+        let (url, q) = (url.clone(), q.clone());
+        async move {
+            use lapin::options::QueueDeclareOptions;
+            use lapin::types::{AMQPValue, FieldTable};
+            let (conn, ch) = broker::channel(&url).await;
+            let mut args = FieldTable::default();
+            args.insert(
+                "x-queue-type".into(),
+                AMQPValue::LongString("quorum".into()),
+            );
+            args.insert("x-delivery-limit".into(), AMQPValue::LongLongInt(limit));
+            args.insert(
+                "x-dead-letter-exchange".into(),
+                AMQPValue::LongString("".into()),
+            );
+            args.insert(
+                "x-dead-letter-routing-key".into(),
+                AMQPValue::LongString(format!("{q}.dead").into()),
+            );
+            let result = ch
+                .queue_declare(q.as_str().into(), QueueDeclareOptions::durable(), args)
+                .await;
+            let _ = conn.close(200, "bye".into()).await;
+            result.map(|_| ()).map_err(|e| e.to_string())
+        }
+    };
+    assert_eq!(declare(5).await, Ok(()));
+    let err = declare(6).await.unwrap_err();
+    assert!(err.contains("x-delivery-limit"), "{err}");
     // Declaring it as classic now is the 406 mismatch, with the fix in the message.
     let out = run(&["publish", "--amqp-url", &url, "--queue", &q, "x"], LIMIT);
     assert!(!out.status.success());

@@ -353,3 +353,33 @@ async fn chaos_kills_and_a_broker_restart_lose_nothing() {
     );
     assert!(kills >= 3, "at least three kills happened ({kills})");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_second_sigterm_exits_at_once_and_the_broker_keeps_the_task() {
+    let url = shared_url();
+    let q = unique_queue("second_signal");
+    let mut a = work("A", &url, &q, &["--concurrency", "1", "--per-dot", "10s"]);
+    a.wait_ready().await;
+    broker::publish(&url, &q, &[b"long.........."]).await;
+    a.wait_for("[x] Received", 1, LIMIT).await;
+    a.signal(libc::SIGTERM);
+    a.wait_for("draining", 1, LIMIT).await;
+    let signalled = Instant::now();
+    a.signal(libc::SIGTERM);
+    let status = a.wait_exit(LIMIT).await.expect("exits");
+    assert!(
+        signalled.elapsed() < Duration::from_secs(5),
+        "the second signal does not wait for the 100 s task"
+    );
+    assert_eq!(status.code(), Some(130), "{status:?}");
+    assert_eq!(a.count("[x] Done"), 0);
+    let started = Instant::now();
+    while broker::counts(&url, &q).await.map(|c| c.0) != Some(1) {
+        assert!(
+            started.elapsed() < LIMIT,
+            "the unacked task returns to the queue"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    broker::cleanup(&url, &q).await;
+}
