@@ -133,6 +133,10 @@ EOF
 
 ensure_warren() {
     warren="${WARREN_BIN:-$root/target/debug/warren}"
+    if [ -n "${WARREN_BIN:-}" ] && [ ! -x "$warren" ]; then
+        say "check-chart: WARREN_BIN=$WARREN_BIN is not an executable" >&2
+        exit 1
+    fi
     if [ ! -x "$warren" ]; then
         say "check-chart: building warren (cargo build)" >&2
         cargo build --quiet --bin warren >&2
@@ -280,8 +284,20 @@ main() {
     fi
     for file in "$chart"/dashboards/*.json; do
         [ -e "$file" ] || continue
-        if "$py" -c 'import json, sys; json.load(open(sys.argv[1]))' "$file" 2>"$out/dashboard.err"; then
-            pass "dashboard $(basename "$file") is JSON"
+        # Grafana's sidecar provisions files as they are: no "Export for sharing"
+        # inputs (${DS_…} placeholders), and a ConfigMap holds at most 1 MiB.
+        if "$py" - "$file" 2>"$out/dashboard.err" <<'EOF'
+import json, os, sys
+path = sys.argv[1]
+text = open(path).read()
+json.loads(text)
+if "__inputs" in text or "${DS_" in text:
+    sys.exit("has Export-for-sharing placeholders (__inputs, ${DS_...}); use a datasource variable")
+if os.path.getsize(path) > 900_000:
+    sys.exit("is too large for a ConfigMap")
+EOF
+        then
+            pass "dashboard $(basename "$file") is JSON without placeholders"
         else
             fail "dashboard $(basename "$file"): $(cat "$out/dashboard.err")"
         fi

@@ -40,7 +40,7 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- define "warren.labels" -}}
 helm.sh/chart: {{ include "warren.chart" . }}
 {{ include "warren.selectorLabels" . }}
-app.kubernetes.io/version: {{ .Values.image.tag | default .Chart.AppVersion | trunc 63 | trimSuffix "-" | quote }}
+app.kubernetes.io/version: {{ .Values.image.tag | default .Chart.AppVersion | replace "+" "_" | trunc 63 | trimSuffix "-" | quote }}
 app.kubernetes.io/component: worker
 app.kubernetes.io/part-of: warren
 app.kubernetes.io/managed-by: {{ .Release.Service }}
