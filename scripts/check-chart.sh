@@ -286,7 +286,7 @@ main() {
         [ -e "$file" ] || continue
         # Grafana's sidecar provisions files as they are: no "Export for sharing"
         # inputs (${DS_…} placeholders), and a ConfigMap holds at most 1 MiB.
-        if "$py" - "$file" 2>"$out/dashboard.err" <<'EOF'
+        if "$py" - "$file" "$root/src" 2>"$out/dashboard.err" <<'EOF'
 import json, os, sys
 path = sys.argv[1]
 text = open(path).read()
@@ -295,9 +295,21 @@ if "__inputs" in text or "${DS_" in text:
     sys.exit("has Export-for-sharing placeholders (__inputs, ${DS_...}); use a datasource variable")
 if os.path.getsize(path) > 900_000:
     sys.exit("is too large for a ConfigMap")
+# Only metrics the binary defines (string literals in src/); histograms (by convention
+# the names in base units, _seconds or _bytes) also with their series suffixes.
+import re, pathlib
+defined = set()
+for rs in pathlib.Path(sys.argv[2]).rglob("*.rs"):
+    defined |= set(re.findall(r'"(warren_[a-z0-9_]+)"', rs.read_text()))
+allowed = defined | {f"{m}{suffix}" for m in defined if m.endswith(("_seconds", "_bytes"))
+                     for suffix in ("_bucket", "_sum", "_count")}
+used = set(re.findall(r"\b(warren_[a-z0-9_]+)", text))
+unknown = sorted(used - allowed)
+if unknown:
+    sys.exit(f"uses metrics Warren does not define: {', '.join(unknown)}")
 EOF
         then
-            pass "dashboard $(basename "$file") is JSON without placeholders"
+            pass "dashboard $(basename "$file"): JSON, no placeholders, only metrics defined in src/"
         else
             fail "dashboard $(basename "$file"): $(cat "$out/dashboard.err")"
         fi
