@@ -15,9 +15,13 @@
 #      ServiceMonitor, PodMonitor) against schemas in scripts/chart_checks.py, and the
 #      wiring between objects; per-file assertions (chart_checks.py expect)
 #   3. the config each values file renders passes `warren config check`, with the
-#      container's environment (an unknown WARREN_* variable is a failure)
+#      container's environment (an unknown WARREN_* variable is a failure), and
+#      terminationGracePeriodSeconds exceeds the shutdown_timeout Warren reports;
+#      NOTES.txt renders
 #   4. values that must fail do, with their message (both autoscalers, …)
-#   5. every value in values.yaml is documented in helm/warren/README.md
+#   5. every value in values.yaml is documented in helm/warren/README.md; each
+#      dashboards/*.json is JSON without Export-for-sharing placeholders and uses
+#      only metric names defined in src/
 #   6. `kubectl kustomize deploy/` and deploy/dev render and validate, and the base's
 #      config passes `warren config check`
 # Exit status non-zero on any failure. Output of each render: target/check-chart/.
