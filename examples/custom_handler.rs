@@ -42,7 +42,7 @@ impl Handler for Resize {
 
 #[tokio::main]
 async fn main() -> Result<(), warren::Error> {
-    warren::telemetry::init();
+    let _telemetry = warren::telemetry::init();
     let mut config = Config::default();
     config.queue.name = "images".into();
     config.pool.concurrency = 4;

@@ -219,6 +219,20 @@ pub async fn run(cli: Cli, shutdown: CancellationToken) -> Result<()> {
 }
 
 async fn run_publish(args: PublishArgs) -> Result<()> {
+    use tracing::Instrument;
+    let span = tracing::info_span!(
+        "publish",
+        otel.name = %format!("{} publish", args.common.queue.as_deref().unwrap_or("task_queue")),
+        otel.kind = "producer",
+        messaging.system = "rabbitmq",
+        messaging.operation = "publish",
+    );
+    publish_in_span(args).instrument(span).await
+}
+
+/// The body of `warren publish`, inside its producer span so every task
+/// carries that span's `traceparent`.
+async fn publish_in_span(args: PublishArgs) -> Result<()> {
     let config = args.common.load(Vec::new(), None)?;
     config.validate()?;
     let bodies = match &args.file {

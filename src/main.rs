@@ -7,7 +7,7 @@ use std::process::ExitCode;
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = warren::cli::Cli::parse();
-    warren::telemetry::init();
+    let telemetry = warren::telemetry::init();
     let shutdown = match warren::shutdown::on_signals() {
         Ok(token) => token,
         Err(e) => {
@@ -15,11 +15,14 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match warren::cli::run(cli, shutdown).await {
+    let code = match warren::cli::run(cli, shutdown).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::FAILURE
         }
-    }
+    };
+    // Flushing traces blocks on HTTP: keep it off the async workers.
+    let _ = tokio::task::spawn_blocking(move || telemetry.shutdown()).await;
+    code
 }

@@ -28,7 +28,7 @@ struct Ledger {
 impl Ledger {
     fn add(&mut self, lines: &[String]) {
         for line in lines {
-            let Some(id) = field(line, "message_id=\"") else {
+            let Some(id) = field(line, "messaging.message.id=\"") else {
                 continue;
             };
             if let Some(body) = line.split("[x] Received '").nth(1) {

@@ -11,9 +11,17 @@ use std::time::{Duration, Instant};
 /// AMQP delivery mode 2: the broker writes the message to disk.
 pub const PERSISTENT: u8 = 2;
 
-/// Properties of a new task: persistent, with a fresh message id.
+/// Properties of a new task: persistent, with a fresh message id and the
+/// current trace context (`traceparent`) when tracing is on.
 pub fn task_properties() -> BasicProperties {
-    BasicProperties::default()
+    let mut headers = lapin::types::FieldTable::default();
+    crate::telemetry::propagate::inject(&mut headers);
+    let props = if headers.inner().is_empty() {
+        BasicProperties::default()
+    } else {
+        BasicProperties::default().with_headers(headers)
+    };
+    props
         .with_delivery_mode(PERSISTENT)
         .with_message_id(uuid::Uuid::new_v4().to_string().into())
         .with_app_id("warren".into())

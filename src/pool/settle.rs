@@ -165,6 +165,10 @@ async fn confirmed_copy<H: Handler>(
     body: &[u8],
     props: BasicProperties,
 ) -> Result<(), String> {
+    // The next attempt (or whoever reads the dead letter) continues this trace.
+    let mut headers = props.headers().clone().unwrap_or_default();
+    crate::telemetry::propagate::inject(&mut headers);
+    let props = props.with_headers(headers);
     let started = std::time::Instant::now();
     let result = publish_confirmed(channel, queue, body, props).await;
     let took = started.elapsed().as_secs_f64();

@@ -47,11 +47,17 @@ pub(super) async fn process<H: Handler>(
     };
     let span = info_span!(
         "task",
+        otel.name = %format!("{} process", ctx.topo.queue),
+        otel.kind = "consumer",
+        messaging.system = "rabbitmq",
+        messaging.operation = "process",
+        messaging.destination.name = %ctx.topo.queue,
+        messaging.message.id = task.message_id.as_deref().unwrap_or(""),
         worker = slot.id(),
-        message_id = task.message_id.as_deref().unwrap_or(""),
         attempt = task.attempt,
         redelivered
     );
+    crate::telemetry::propagate::adopt(&span, &task.headers);
     async {
         let metrics = &ctx.state.metrics;
         let _in_flight = InFlight::enter(&metrics.in_flight);

@@ -23,6 +23,8 @@ pub fn command(args: &[&str]) -> Command {
         }
     }
     cmd.env("WARREN_LOG", "info,lapin=off").env("NO_COLOR", "1");
+    // Tests read the text log lines (JSON is the default off a terminal).
+    cmd.env("WARREN_LOG_FORMAT", "text");
     // Many warren processes run at once: each serves health/metrics on a free port.
     cmd.env("WARREN_SERVER_LISTEN", "127.0.0.1:0");
     cmd

@@ -1,0 +1,119 @@
+//! Logs and traces.
+//!
+//! - Logs: filter from `WARREN_LOG` (or `RUST_LOG`), default `info,lapin=off`.
+//!   Format from `WARREN_LOG_FORMAT` (`text` or `json`); by default JSON when
+//!   stderr (where logs go) is not a terminal — one object per line for log
+//!   shippers — and text on a terminal. stdout stays free for command output.
+//! - Traces (cargo feature `otel`, on by default): exported over OTLP when the
+//!   standard `OTEL_EXPORTER_OTLP_ENDPOINT` (or `…_TRACES_ENDPOINT`) is set,
+//!   with `OTEL_SERVICE_NAME` (default `warren`) and
+//!   `OTEL_EXPORTER_OTLP_PROTOCOL` (`http/protobuf` default, or `http/json`).
+//!   Unset, no OpenTelemetry layer is installed at all: no cost.
+//! - [`propagate`]: W3C `traceparent`/`tracestate` in AMQP headers.
+
+pub mod propagate;
+
+use std::io::IsTerminal;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer, Registry};
+
+/// lapin logs every error it also returns to us; Warren reports those itself
+/// with the cause and the fix, so lapin's own lines are off unless asked for
+/// (`WARREN_LOG=info,lapin=debug`).
+const DEFAULT_FILTER: &str = "info,lapin=off";
+
+/// Keeps the trace exporter alive; [`Telemetry::shutdown`] flushes it.
+#[must_use = "call shutdown() before exiting so buffered spans are exported"]
+pub struct Telemetry {
+    #[cfg(feature = "otel")]
+    provider: Option<opentelemetry_sdk::trace::SdkTracerProvider>,
+}
+
+/// Installs the global subscriber: logs, plus OTLP traces when configured.
+pub fn init() -> Telemetry {
+    let filter = std::env::var("WARREN_LOG")
+        .or_else(|_| std::env::var("RUST_LOG"))
+        .unwrap_or_else(|_| DEFAULT_FILTER.into());
+    let filter = EnvFilter::try_new(&filter).unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
+    let terminal = std::io::stderr().is_terminal();
+    let json = match std::env::var("WARREN_LOG_FORMAT").as_deref() {
+        Ok("json") => true,
+        Ok("text") => false,
+        _ => !terminal,
+    };
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_target(false)
+        .with_ansi(terminal)
+        .with_writer(std::io::stderr);
+    let fmt: Box<dyn Layer<Registry> + Send + Sync> = if json {
+        Box::new(fmt.json().with_current_span(true).with_span_list(false))
+    } else {
+        Box::new(fmt)
+    };
+    let mut layers = vec![fmt];
+    #[cfg(feature = "otel")]
+    let (otel, provider) = otel::layer();
+    #[cfg(feature = "otel")]
+    layers.extend(otel);
+    tracing_subscriber::registry().with(layers).with(filter).init();
+    Telemetry {
+        #[cfg(feature = "otel")]
+        provider,
+    }
+}
+
+impl Telemetry {
+    /// Flushes buffered spans (blocking; call once, at exit).
+    pub fn shutdown(self) {
+        #[cfg(feature = "otel")]
+        if let Some(provider) = self.provider {
+            if let Err(e) = provider.shutdown() {
+                eprintln!("warning: flushing traces failed: {e}");
+            }
+        }
+    }
+}
+
+#[cfg(feature = "otel")]
+mod otel {
+    use opentelemetry::trace::TracerProvider as _;
+    use opentelemetry_sdk::Resource;
+    use opentelemetry_sdk::trace::SdkTracerProvider;
+    use tracing_subscriber::{Layer, Registry};
+
+    type BoxedLayer = Box<dyn Layer<Registry> + Send + Sync>;
+
+    /// The OpenTelemetry layer, or none when no OTLP endpoint is configured.
+    pub fn layer() -> (Option<BoxedLayer>, Option<SdkTracerProvider>) {
+        let configured = ["OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"]
+            .iter()
+            .any(|k| std::env::var(k).is_ok_and(|v| !v.is_empty()));
+        if !configured {
+            return (None, None);
+        }
+        // reqwest's rustls needs a process-wide crypto provider (ring).
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let exporter = match opentelemetry_otlp::SpanExporter::builder().with_http().build() {
+            Ok(exporter) => exporter,
+            Err(e) => {
+                eprintln!("warning: OTLP trace export disabled: {e}; check OTEL_EXPORTER_OTLP_*");
+                return (None, None);
+            }
+        };
+        let mut resource = Resource::builder();
+        if std::env::var("OTEL_SERVICE_NAME").is_err() {
+            resource = resource.with_service_name("warren");
+        }
+        let provider = SdkTracerProvider::builder()
+            .with_batch_exporter(exporter)
+            .with_resource(resource.build())
+            .build();
+        opentelemetry::global::set_text_map_propagator(
+            opentelemetry_sdk::propagation::TraceContextPropagator::new(),
+        );
+        let tracer = provider.tracer("warren");
+        let layer = tracing_opentelemetry::layer().with_tracer(tracer);
+        (Some(Box::new(layer)), Some(provider))
+    }
+}
