@@ -305,6 +305,19 @@ impl Default for HttpConfig {
     }
 }
 
+impl HttpConfig {
+    /// A copy safe to print: passwords in `url` and `ready_url` replaced by `***`
+    /// (a sidecar URL may carry basic-auth credentials).
+    pub fn redacted(&self) -> HttpConfig {
+        let redact = |u: &Option<String>| u.as_deref().map(crate::amqp::redact::redact_url);
+        HttpConfig {
+            url: redact(&self.url),
+            ready_url: redact(&self.ready_url),
+            ..self.clone()
+        }
+    }
+}
+
 /// The health/metrics server.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]

@@ -102,7 +102,7 @@ async fn read<R: AsyncRead + Unpin>(mut pipe: R, stream: &'static str, tail: Arc
 fn log_line(stream: &'static str, line: &[u8]) {
     let text = String::from_utf8_lossy(line);
     let text = text.trim_end_matches(['\n', '\r']);
-    info!(stream, "{stream}: {text}");
+    info!("{stream}: {text}");
 }
 
 /// The last `max` bytes of `tail` as trimmed text, for a failure reason.
