@@ -3,6 +3,11 @@
 //! A [`Handler`] receives a [`Task`] and answers with an [`Outcome`]. Warren
 //! settles the delivery from that answer (see `pool::settle`): the handler
 //! never touches AMQP, so it cannot ack too early or forget to ack.
+//!
+//! Built in ([`Builtin`], chosen by `handler.kind`): [`SleepHandler`] (the
+//! tutorial), [`ExecHandler`] (a program per task, for code in any language)
+//! and [`HttpHandler`] (a POST per task to a sidecar). docs/handlers.md puts
+//! their contracts and this trait side by side.
 
 mod exec;
 mod http;
