@@ -6,3 +6,4 @@ pub mod broker;
 pub mod http;
 pub mod node;
 pub mod proc;
+pub mod prom;

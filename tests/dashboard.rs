@@ -1,0 +1,518 @@
+//! The Grafana dashboard against the real thing: a `warren work` process on
+//! the shared broker is scraped directly (metric values after N tasks; every
+//! metric the dashboard names exists), then by a real Prometheus that must
+//! answer every dashboard query with at least one series.
+
+mod support;
+
+use serde_json::Value;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+use support::broker::{self, shared_url, unique_queue};
+use support::proc::{Warren, command, http_get};
+use support::prom::{self, Prometheus, Target};
+
+const DASHBOARD: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/helm/warren/dashboards/warren.json"
+);
+const LIMIT: Duration = Duration::from_secs(20);
+/// The one panel allowed to use metrics Warren does not export; the test
+/// skips only panels whose description carries this marker.
+const NEEDS_RABBITMQ_EXPORTER: &str = "requires the RabbitMQ Prometheus plugin";
+/// Grafana's interval variables, as Grafana would roughly fill them in.
+const INTERVALS: &[(&str, &str)] = &[("$__rate_interval", "30s"), ("$__interval", "5s")];
+/// Static labels standing in for what Kubernetes service discovery adds.
+const LABELS: &[(&str, &str)] = &[("namespace", "test"), ("pod", "warren-0")];
+
+/// One PromQL expression of the dashboard and where it comes from.
+struct Query {
+    panel: String,
+    expr: String,
+    /// Marked as needing RabbitMQ's exporter: not evaluated against Prometheus.
+    needs_rabbitmq: bool,
+}
+
+struct Dashboard {
+    json: Value,
+}
+
+impl Dashboard {
+    fn load() -> Dashboard {
+        let text = std::fs::read_to_string(DASHBOARD).expect("read warren.json");
+        let json: Value = serde_json::from_str(&text).expect("warren.json is JSON");
+        Dashboard { json }
+    }
+
+    /// Every panel, including those nested in collapsed rows.
+    fn panels(&self) -> Vec<&Value> {
+        let mut out = Vec::new();
+        for p in self.json["panels"].as_array().expect("panels") {
+            out.push(p);
+            out.extend(p["panels"].as_array().into_iter().flatten());
+        }
+        out
+    }
+
+    fn queries(&self) -> Vec<Query> {
+        let mut out = Vec::new();
+        for panel in self.panels() {
+            let title = panel["title"].as_str().unwrap_or("?").to_owned();
+            let needs_rabbitmq = panel["description"]
+                .as_str()
+                .is_some_and(|d| d.contains(NEEDS_RABBITMQ_EXPORTER));
+            for t in panel["targets"].as_array().into_iter().flatten() {
+                let expr = t["expr"].as_str().unwrap_or_else(|| {
+                    panic!("panel {title:?}: a target without a PromQL expr: {t}")
+                });
+                out.push(Query {
+                    panel: title.clone(),
+                    expr: expr.to_owned(),
+                    needs_rabbitmq,
+                });
+            }
+        }
+        out
+    }
+
+    /// (name, query) of every `query` variable.
+    fn variables(&self) -> Vec<(String, String)> {
+        self.json["templating"]["list"]
+            .as_array()
+            .expect("templating.list")
+            .iter()
+            .filter(|v| v["type"] == "query")
+            .map(|v| {
+                let q = v["query"]
+                    .as_str()
+                    .or_else(|| v["query"]["query"].as_str())
+                    .expect("variable query");
+                (v["name"].as_str().unwrap().to_owned(), q.to_owned())
+            })
+            .collect()
+    }
+
+    /// `expr` as Prometheus gets it here: intervals filled in, each dashboard
+    /// variable set to its value in `picked`, else to All (`.*`; every
+    /// matcher on a variable is `=~`).
+    fn substitute(&self, expr: &str, picked: &BTreeMap<String, String>) -> String {
+        let mut out = expr.to_owned();
+        for (var, value) in INTERVALS {
+            out = out.replace(var, value);
+        }
+        let mut names: Vec<String> = self.variables().into_iter().map(|(n, _)| n).collect();
+        names.sort_by_key(|n| std::cmp::Reverse(n.len())); // $pods before $pod
+        for name in names {
+            let value = picked.get(&name).map_or(".*", String::as_str);
+            out = out
+                .replace(&format!("${{{name}}}"), value)
+                .replace(&format!("${name}"), value);
+        }
+        assert!(
+            !out.contains('$'),
+            "unknown variable left in {expr:?} → {out:?}"
+        );
+        out
+    }
+}
+
+/// Metric names in a PromQL expression that start with `warren_`
+/// (identifiers outside string literals).
+fn warren_names(expr: &str) -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    let mut chars = expr.chars().peekable();
+    while let Some(c) = chars.next() {
+        if matches!(c, '"' | '\'' | '`') {
+            let mut escaped = false;
+            for d in chars.by_ref() {
+                if d == c && !escaped {
+                    break;
+                }
+                escaped = d == '\\' && !escaped;
+            }
+        } else if c.is_ascii_alphabetic() || c == '_' || c == ':' {
+            let mut ident = c.to_string();
+            while let Some(&d) = chars.peek() {
+                if !(d.is_ascii_alphanumeric() || d == '_' || d == ':') {
+                    break;
+                }
+                ident.push(d);
+                chars.next();
+            }
+            if ident.starts_with("warren_") {
+                names.insert(ident);
+            }
+        }
+    }
+    names
+}
+
+/// `# TYPE` of every metric family in a scrape.
+fn families(scrape: &str) -> BTreeMap<String, String> {
+    scrape
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split_once(' '))
+        .map(|(name, kind)| (name.to_owned(), kind.trim().to_owned()))
+        .collect()
+}
+
+/// Whether `name` is a series a scrape with these families exposes: a family
+/// itself, or a histogram's `_bucket`/`_count`/`_sum` (a summary's `_count`/`_sum`).
+fn exported(name: &str, families: &BTreeMap<String, String>) -> bool {
+    if families.contains_key(name) {
+        return true;
+    }
+    let kind_of = |suffix: &str| {
+        name.strip_suffix(suffix)
+            .and_then(|base| families.get(base))
+            .map(String::as_str)
+    };
+    matches!(kind_of("_bucket"), Some("histogram"))
+        || matches!(kind_of("_count"), Some("histogram" | "summary"))
+        || matches!(kind_of("_sum"), Some("histogram" | "summary"))
+}
+
+/// Value of one exact series (`name{labels}` as rendered) in a scrape.
+fn sample(scrape: &str, series: &str) -> Option<f64> {
+    scrape.lines().find_map(|l| {
+        l.strip_prefix(series)
+            .and_then(|rest| rest.strip_prefix(' '))
+            .and_then(|v| v.trim().parse().ok())
+    })
+}
+
+/// Scrapes until every `(series, value)` holds; panics with the scrape if not.
+async fn wait_metrics(base: &str, want: &[(String, f64)]) -> String {
+    let started = Instant::now();
+    loop {
+        let (status, scrape) = http_get(&format!("{base}/metrics"));
+        assert_eq!(status, 200);
+        let wrong: Vec<String> = want
+            .iter()
+            .filter(|(series, value)| sample(&scrape, series) != Some(*value))
+            .map(|(series, value)| {
+                format!("{series}: want {value}, got {:?}", sample(&scrape, series))
+            })
+            .collect();
+        if wrong.is_empty() {
+            return scrape;
+        }
+        assert!(
+            started.elapsed() < LIMIT,
+            "metrics never matched:\n{}\nlast scrape:\n{scrape}",
+            wrong.join("\n")
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn want(series: &str, value: f64) -> (String, f64) {
+    (series.to_owned(), value)
+}
+
+/// Tasks the first part runs; every one is acked.
+const TASKS: usize = 20;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dashboard_queries_work_against_a_real_warren_and_prometheus() {
+    let started = Instant::now();
+    // Fail first, and clearly, when Prometheus is missing: no skipping.
+    let prometheus_bin = prom::binary();
+    let dashboard = Dashboard::load();
+    let queries = dashboard.queries();
+    check_shape(&queries);
+
+    // (a) Tasks through a real warren; its own scrape tells the story.
+    let url = shared_url();
+    let q = unique_queue("dashboard");
+    let mut cmd = command(&[
+        "work",
+        "--amqp-url",
+        &url,
+        "--queue",
+        &q,
+        "--concurrency",
+        "4",
+        "--per-dot",
+        "10ms",
+        "--max-body-bytes",
+        "16",
+    ]);
+    // `warren work` has no --queue-poll-interval flag; the env var sets it.
+    cmd.env("WARREN_SERVER_QUEUE_POLL_INTERVAL", "200ms");
+    let w = Warren::spawn_with("dashboard", cmd);
+    let base = w.http_base().await;
+    w.wait_ready().await;
+    let scrape = run_tasks(&url, &q, &base).await;
+    println!(
+        "(a) {TASKS} tasks and 1 dead letter scraped after {:?}",
+        started.elapsed()
+    );
+
+    // (b) Every warren_* name the dashboard uses is in the real scrape.
+    check_metric_names(&dashboard, &queries, &scrape);
+
+    // (c) A real Prometheus scrapes the warren; every query must answer.
+    let stop = Arc::new(AtomicBool::new(false));
+    let producer = tokio::spawn(keep_producing(url.clone(), q.clone(), stop.clone()));
+    let address = base.trim_start_matches("http://");
+    let prometheus = Prometheus::start(
+        &[Target {
+            address,
+            labels: LABELS,
+        }],
+        "1s",
+    );
+    let prom_started = Instant::now();
+    prometheus.wait_targets_up(LIMIT).await;
+    println!(
+        "(c) {} scrapes the warren after {:?}",
+        prometheus_bin.display(),
+        prom_started.elapsed()
+    );
+    let evaluated: Vec<&Query> = queries.iter().filter(|q| !q.needs_rabbitmq).collect();
+    let checks_started = Instant::now();
+    let mut rounds = 0;
+    loop {
+        rounds += 1;
+        let problems = evaluate_all(&prometheus, &dashboard, &evaluated, &format!("{q}.dead"));
+        if problems.is_empty() {
+            break;
+        }
+        assert!(
+            checks_started.elapsed() < LIMIT,
+            "after {rounds} rounds in {:?}:\n{}\nprometheus log:\n{}",
+            checks_started.elapsed(),
+            problems.join("\n"),
+            prometheus.log()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    println!(
+        "(c) {} of {} queries (each with All and with picked variable values) and {} variables \
+         answered after {:?} ({rounds} rounds); total {:?}",
+        evaluated.len(),
+        queries.len(),
+        dashboard.variables().len(),
+        checks_started.elapsed(),
+        started.elapsed()
+    );
+
+    stop.store(true, Ordering::Relaxed);
+    producer.await.unwrap();
+    drop(prometheus);
+    drop(w);
+    broker::cleanup(&url, &q).await;
+}
+
+/// Rules every query follows: at most one panel is exempt from evaluation,
+/// and variables sit in regex matchers (multi-value and All need `=~`).
+fn check_shape(queries: &[Query]) {
+    assert!(!queries.is_empty(), "the dashboard has no queries");
+    let marked: BTreeSet<&str> = queries
+        .iter()
+        .filter(|q| q.needs_rabbitmq)
+        .map(|q| q.panel.as_str())
+        .collect();
+    assert!(
+        marked.len() <= 1,
+        "only one panel may be exempt from the Prometheus check: {marked:?}"
+    );
+    for q in queries {
+        assert!(
+            !q.expr.contains("=\"$"),
+            "panel {:?}: variables need regex matchers (=~) for multi-value and All: {}",
+            q.panel,
+            q.expr
+        );
+    }
+}
+
+/// Publishes TASKS tasks and one oversize body; waits until the scrape shows
+/// them all settled, and returns that scrape.
+async fn run_tasks(url: &str, q: &str, base: &str) -> String {
+    let bodies: Vec<String> = (0..TASKS).map(|i| format!("t{i:02}..")).collect();
+    let refs: Vec<&[u8]> = bodies.iter().map(|b| b.as_bytes()).collect();
+    broker::publish(url, q, &refs).await;
+    let n = TASKS as f64;
+    let ready = |queue: &str| format!("warren_queue_messages_ready{{queue=\"{queue}\"}}");
+    let dead = format!("{q}.dead");
+    let scrape = wait_metrics(
+        base,
+        &[
+            want("warren_tasks_total{outcome=\"acked\"}", n),
+            want("warren_tasks_in_flight", 0.0),
+            want("warren_task_duration_seconds_count", n),
+            want(&ready(q), 0.0),
+            want(&format!("warren_queue_consumers{{queue=\"{q}\"}}"), 1.0),
+            want(&ready(&dead), 0.0),
+            want(&ready(&format!("{q}.retry.1s")), 0.0),
+            want("warren_workers", 4.0),
+            want("warren_broker_connected", 1.0),
+        ],
+    )
+    .await;
+    assert_eq!(
+        sample(&scrape, "warren_tasks_total{outcome=\"retried\"}"),
+        None
+    );
+
+    // A body over --max-body-bytes is dead-lettered (a confirmed publish)
+    // without running the handler; the dead queue's gauge sees it.
+    broker::publish(url, q, &[&[b'.'; 40]]).await;
+    wait_metrics(
+        base,
+        &[
+            want("warren_tasks_total{outcome=\"dead_lettered\"}", 1.0),
+            want("warren_tasks_total{outcome=\"acked\"}", n),
+            want("warren_task_duration_seconds_count", n),
+            want("warren_publish_confirm_seconds_count", 1.0),
+            want(&ready(&dead), 1.0),
+        ],
+    )
+    .await
+}
+
+/// Every `warren_*` name in the dashboard's queries and variables is a
+/// series the scrape exposes.
+fn check_metric_names(dashboard: &Dashboard, queries: &[Query], scrape: &str) {
+    let families = families(scrape);
+    let mut used = BTreeSet::new();
+    for expr in queries
+        .iter()
+        .map(|q| q.expr.clone())
+        .chain(dashboard.variables().into_iter().map(|(_, q)| q))
+    {
+        used.extend(warren_names(&expr));
+    }
+    let missing: Vec<&String> = used.iter().filter(|m| !exported(m, &families)).collect();
+    assert!(
+        missing.is_empty(),
+        "the dashboard uses metrics warren does not export: {missing:?}\nscrape:\n{scrape}"
+    );
+    assert!(used.len() >= 10, "suspiciously few metric names: {used:?}");
+    let unused: Vec<&String> = families
+        .keys()
+        .filter(|f| !used.iter().any(|u| u.starts_with(f.as_str())))
+        .collect();
+    println!(
+        "(b) {} metric names checked; exported but not on the dashboard: {unused:?}",
+        used.len()
+    );
+}
+
+/// Two small tasks every 250 ms until `stop`, so rates and quantiles have
+/// something to show.
+async fn keep_producing(url: String, q: String, stop: Arc<AtomicBool>) {
+    let mut i = 0;
+    while !stop.load(Ordering::Relaxed) {
+        let body = format!("p{i}.");
+        broker::publish(&url, &q, &[body.as_bytes(), body.as_bytes()]).await;
+        i += 1;
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// One round of Prometheus checks; what is not (yet) right. First the
+/// variables, in dashboard order, as Grafana resolves them: each must find
+/// its label, and its first value is picked for the variables after it.
+/// Then every query twice, with every variable on All and with the picked
+/// values, so a filter on a label that does not exist cannot pass.
+fn evaluate_all(
+    prometheus: &Prometheus,
+    dashboard: &Dashboard,
+    queries: &[&Query],
+    dead_queue: &str,
+) -> Vec<String> {
+    let mut problems = Vec::new();
+    let mut picked = BTreeMap::new();
+    for (name, definition) in dashboard.variables() {
+        let (selector, label) = label_values(&definition);
+        let promql = dashboard.substitute(selector, &picked);
+        let result = prometheus
+            .query(&promql)
+            .unwrap_or_else(|e| panic!("variable {name}: Prometheus rejects {promql}: {e}"));
+        match result.iter().find_map(|s| s["metric"][label].as_str()) {
+            Some(value) => {
+                picked.insert(name, regex_escape(value));
+            }
+            None => problems.push(format!("variable {name}: no {label:?} label in {promql}")),
+        }
+    }
+    for query in queries {
+        for variables in [&BTreeMap::new(), &picked] {
+            let promql = dashboard.substitute(&query.expr, variables);
+            let result = prometheus.query(&promql).unwrap_or_else(|e| {
+                panic!("panel {:?}: Prometheus rejects {promql}: {e}", query.panel)
+            });
+            if result.is_empty() {
+                problems.push(format!("panel {:?}: no series for {promql}", query.panel));
+            } else if promql.contains("warren_task_duration_seconds_bucket") {
+                // Tasks keep running, so the quantiles must be numbers.
+                let value = result[0]["value"][1].as_str().unwrap_or("NaN");
+                if !value.parse::<f64>().is_ok_and(f64::is_finite) {
+                    problems.push(format!("panel {:?}: {value} for {promql}", query.panel));
+                }
+            }
+        }
+    }
+    let (ns, pod) = (LABELS[0].1, LABELS[1].1);
+    let depth = prometheus
+        .query(&format!(
+            "warren_queue_messages_ready{{queue=\"{dead_queue}\", namespace=\"{ns}\", pod=\"{pod}\"}}"
+        ))
+        .unwrap();
+    if depth.first().map(|s| &s["value"][1]) != Some(&Value::from("1")) {
+        problems.push(format!(
+            "the dead queue's depth is not 1 in Prometheus: {depth:?}"
+        ));
+    }
+    problems
+}
+
+/// A label value as a regex matching only itself, written for a PromQL string
+/// literal (hence doubled backslashes); Grafana escapes picked values likewise.
+fn regex_escape(value: &str) -> String {
+    let mut out = String::new();
+    for c in value.chars() {
+        if "\\.+*?()|[]{}^$".contains(c) {
+            out.push('\\');
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// `label_values(selector, label)` → (selector, label).
+fn label_values(definition: &str) -> (&str, &str) {
+    let inner = definition
+        .trim()
+        .strip_prefix("label_values(")
+        .and_then(|s| s.strip_suffix(')'))
+        .unwrap_or_else(|| panic!("unsupported variable query {definition:?}"));
+    let (selector, label) = inner
+        .rsplit_once(',')
+        .unwrap_or_else(|| panic!("label_values without a metric: {definition:?}"));
+    (selector.trim(), label.trim())
+}
+
+#[test]
+fn metric_names_are_found_outside_strings_only() {
+    let names = warren_names(
+        r#"histogram_quantile(0.5, sum by (le) (rate(warren_a_bucket{q=~"warren_not"}[30s]))) / warren_b"#,
+    );
+    assert_eq!(
+        names.into_iter().collect::<Vec<_>>(),
+        ["warren_a_bucket", "warren_b"]
+    );
+    let families = families("# TYPE warren_a histogram\n# TYPE warren_c counter\n");
+    assert!(exported("warren_a_bucket", &families));
+    assert!(exported("warren_a_count", &families));
+    assert!(exported("warren_a_sum", &families));
+    assert!(!exported("warren_c_bucket", &families));
+    assert!(!exported("warren_d", &families));
+}
