@@ -24,6 +24,9 @@ const LIMIT: Duration = Duration::from_secs(20);
 const NEEDS_RABBITMQ_EXPORTER: &str = "requires the RabbitMQ Prometheus plugin";
 /// Grafana's interval variables, as Grafana would roughly fill them in.
 const INTERVALS: &[(&str, &str)] = &[("$__rate_interval", "30s"), ("$__interval", "5s")];
+/// The values of `warren_tasks_total{outcome}` (fixed by issue 4; the test
+/// only sees those that occurred, so the list is spelled out here).
+const OUTCOMES: &[&str] = &["acked", "retried", "dead_lettered", "requeued"];
 /// Static labels standing in for what Kubernetes service discovery adds.
 const LABELS: &[(&str, &str)] = &[("namespace", "test"), ("pod", "warren-0")];
 
@@ -322,6 +325,16 @@ fn check_shape(queries: &[Query]) {
         "only one panel may be exempt from the Prometheus check: {marked:?}"
     );
     for q in queries {
+        // `... or vector(0)` answers even for an outcome that never occurs,
+        // so a misspelt outcome would pass Prometheus: check the spelling.
+        for value in q.expr.split("outcome=\"").skip(1) {
+            let value = &value[..value.find('"').unwrap_or(value.len())];
+            assert!(
+                OUTCOMES.contains(&value),
+                "panel {:?}: outcome {value:?} is none of {OUTCOMES:?}",
+                q.panel
+            );
+        }
         assert!(
             !q.expr.contains("=\"$"),
             "panel {:?}: variables need regex matchers (=~) for multi-value and All: {}",
