@@ -588,19 +588,19 @@ def cmd_expect(args):
     present, absent = expected.get(case, (set(), set()))
     check(present <= found, f"missing kinds: {sorted(present - found)}", problems)
     check(not (absent & found), f"unexpected kinds: {sorted(absent & found)}", problems)
-    cost_env = "WARREN_POD_DELETION_COST" in env_names(container)
+    cost_env = "WARREN_KUBE_POD_DELETION_COST" in env_names(container)
     if case == "pod-deletion-cost":
         role = next(d for d in docs if d["kind"] == "Role")
         check(role["rules"] == [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "patch"]}],
               f"Role rules are {role['rules']}, want pods get/patch only", problems)
         check(pod.get("automountServiceAccountToken") is True, "API token not mounted", problems)
-        check(cost_env, "WARREN_POD_DELETION_COST missing", problems)
+        check(cost_env, "WARREN_KUBE_POD_DELETION_COST missing", problems)
         np = next(d for d in docs if d["kind"] == "NetworkPolicy")
         ports = {p["port"] for rule in np["spec"]["egress"] for p in rule.get("ports", [])}
         check({443, 6443} <= ports, "NetworkPolicy has no API server egress", problems)
     else:
         check(not rbac, "RBAC rendered without podDeletionCost", problems)
-        check(not cost_env, "WARREN_POD_DELETION_COST set without podDeletionCost", problems)
+        check(not cost_env, "WARREN_KUBE_POD_DELETION_COST set without podDeletionCost", problems)
         check(pod.get("automountServiceAccountToken") is False, "API token mounted without podDeletionCost", problems)
     if case == "keda":
         so = next(d for d in docs if d["kind"] == "ScaledObject")

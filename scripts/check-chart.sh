@@ -33,7 +33,7 @@ KUBERNETES_VALIDATE_VERSION=1.37.0 # schemas of Kubernetes 1.25 … 1.37
 KUBE_VERSIONS=(1.29.0 1.37.0)      # the chart's kubeVersion floor, and the newest schemas known
 # WARREN_* variables the chart sets for Warren code that has not landed yet: warned
 # about by today's binary, not a failure. Remove a name once Warren knows it.
-PENDING_ENV=(WARREN_POD_DELETION_COST)
+PENDING_ENV=()
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"

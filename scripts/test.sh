@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `make test`: everything CI runs. Installs what is missing (rustfmt/clippy,
-# RabbitMQ, a Python venv with pika), then: format check, clippy with
-# warnings as errors, unit and integration tests against a real broker.
+# RabbitMQ, Prometheus, a Python venv with pika, helm), then: format check,
+# clippy with warnings as errors, unit and integration tests against a real
+# broker, and the Helm chart / kustomize checks.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -14,6 +15,7 @@ for component in rustfmt clippy; do
 done
 scripts/ensure-rabbitmq.sh
 scripts/python-env.sh >/dev/null
+scripts/ensure-prometheus.sh
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
@@ -22,3 +24,5 @@ cargo clippy --all-targets -- -D warnings
 echo "== cargo test"
 cargo test --all-targets
 cargo test --doc
+echo "== Helm chart and kustomize checks"
+WARREN_BIN="$root/target/debug/warren" scripts/check-chart.sh
