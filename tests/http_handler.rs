@@ -3,7 +3,7 @@
 
 mod support;
 
-use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, QueueDeleteOptions};
+use lapin::options::QueueDeleteOptions;
 use lapin::protocol::BasicProperties;
 use lapin::types::AMQPValue;
 use std::time::Duration;
@@ -32,24 +32,7 @@ fn receiver() -> Server {
 }
 
 async fn publish(queue: &str, body: &[u8], props: BasicProperties) {
-    let (conn, ch) = broker::channel(&shared_url()).await;
-    ch.confirm_select(ConfirmSelectOptions::default())
-        .await
-        .unwrap();
-    let confirm = ch
-        .basic_publish(
-            "".into(),
-            queue.into(),
-            BasicPublishOptions::default(),
-            body,
-            props.with_delivery_mode(2),
-        )
-        .await
-        .unwrap()
-        .await
-        .unwrap();
-    assert!(confirm.is_ack());
-    let _ = conn.close(200, "bye".into()).await;
+    broker::publish_with(&shared_url(), queue, body, props).await;
 }
 
 fn text_header(d: &lapin::message::Delivery, key: &str) -> String {

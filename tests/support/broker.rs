@@ -93,29 +93,45 @@ pub async fn wait_empty(url: &str, queue: &str, limit: Duration) {
 
 /// Publishes persistent messages with confirms, as a plain producer would.
 pub async fn publish(url: &str, queue: &str, bodies: &[&[u8]]) {
+    for body in bodies {
+        let id = uuid::Uuid::new_v4().to_string();
+        publish_with(
+            url,
+            queue,
+            body,
+            BasicProperties::default().with_message_id(id.into()),
+        )
+        .await;
+    }
+}
+
+/// Publishes one persistent message with the given properties and checks
+/// that the broker confirmed AND routed it (mandatory + Ack without return).
+pub async fn publish_with(url: &str, queue: &str, body: &[u8], props: BasicProperties) {
     let (conn, ch) = channel(url).await;
     ch.confirm_select(ConfirmSelectOptions::default())
         .await
         .unwrap();
-    for body in bodies {
-        let id = uuid::Uuid::new_v4().to_string();
-        let props = BasicProperties::default()
-            .with_delivery_mode(2)
-            .with_message_id(id.into());
-        let confirm = ch
-            .basic_publish(
-                "".into(),
-                queue.into(),
-                BasicPublishOptions::default(),
-                body,
-                props,
-            )
-            .await
-            .unwrap()
-            .await
-            .unwrap();
-        assert!(confirm.is_ack(), "broker must confirm the test message");
-    }
+    let options = BasicPublishOptions {
+        mandatory: true,
+        ..Default::default()
+    };
+    let confirm = ch
+        .basic_publish(
+            "".into(),
+            queue.into(),
+            options,
+            body,
+            props.with_delivery_mode(2),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    assert!(
+        matches!(confirm, lapin::Confirmation::Ack(None)),
+        "broker must confirm and route the test message to {queue}: {confirm:?}"
+    );
     let _ = conn.close(200, "bye".into()).await;
 }
 
