@@ -58,6 +58,16 @@ pub struct CommonArgs {
     /// Queue type when declaring: classic or quorum [env WARREN_QUEUE_TYPE].
     #[arg(long, value_name = "TYPE")]
     pub queue_type: Option<String>,
+    /// amqps: PEM CA bundle that signed the broker's certificate, trusted in
+    /// addition to the system roots [env WARREN_AMQP_TLS_CA_FILE].
+    #[arg(long, value_name = "FILE")]
+    pub tls_ca_file: Option<String>,
+    /// amqps: PEM client certificate for mutual TLS [env WARREN_AMQP_TLS_CERT_FILE].
+    #[arg(long, value_name = "FILE")]
+    pub tls_cert_file: Option<String>,
+    /// amqps: PEM (PKCS#8) key of --tls-cert-file [env WARREN_AMQP_TLS_KEY_FILE].
+    #[arg(long, value_name = "FILE")]
+    pub tls_key_file: Option<String>,
 }
 
 /// `warren work` (and `config check`, which accepts the same flags).
@@ -140,6 +150,9 @@ impl CommonArgs {
             ("--amqp-url", &self.amqp_url),
             ("--queue", &self.queue),
             ("--queue-type", &self.queue_type),
+            ("--tls-ca-file", &self.tls_ca_file),
+            ("--tls-cert-file", &self.tls_cert_file),
+            ("--tls-key-file", &self.tls_key_file),
         ]
         .into_iter()
         .filter_map(|(flag, value)| value.clone().map(|v| (flag, v)))

@@ -12,6 +12,7 @@ pub use load::{Layer, Source, load, parse_layers};
 
 use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// The whole configuration. YAML keys are the field names.
@@ -54,6 +55,9 @@ pub struct AmqpConfig {
     /// warns at startup when `pool.handler_timeout` is not below it.
     #[serde(with = "duration::single")]
     pub broker_consumer_timeout: Duration,
+    /// Certificates for `amqps://` URLs: which CAs may sign the broker's
+    /// certificate and, for mutual TLS, the client certificate Warren presents.
+    pub tls: TlsConfig,
 }
 
 impl Default for AmqpConfig {
@@ -64,8 +68,28 @@ impl Default for AmqpConfig {
             connect_timeout: Duration::from_secs(10),
             management_url: None,
             broker_consumer_timeout: Duration::from_secs(30 * 60),
+            tls: TlsConfig::default(),
         }
     }
+}
+
+/// TLS for `amqps://` URLs. Setting any file with an `amqp://` URL is an
+/// error: Warren never sends credentials in plaintext when TLS was asked for.
+/// The files are read at every connect, so renewed certificates are picked
+/// up on the next reconnect.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// PEM bundle of the CA certificates that may sign the broker's certificate
+    /// (a private CA), trusted in addition to the system roots. Unset: the
+    /// system roots only (`SSL_CERT_FILE`/`SSL_CERT_DIR` are honoured).
+    pub ca_file: Option<PathBuf>,
+    /// PEM client certificate (leaf first, then any intermediates) for brokers
+    /// that require mutual TLS; needs `key_file`.
+    pub cert_file: Option<PathBuf>,
+    /// PEM private key of `cert_file` (unencrypted PKCS#8, `BEGIN PRIVATE KEY`);
+    /// needs `cert_file`. Only its path is ever printed.
+    pub key_file: Option<PathBuf>,
 }
 
 /// RabbitMQ queue types Warren can declare.
@@ -417,6 +441,7 @@ impl Config {
                 "must be greater than 0",
             ));
         }
+        self.validate_tls()?;
         self.validate_retry()?;
         self.validate_handler()?;
         if self.server.listen.parse::<std::net::SocketAddr>().is_err() {
@@ -429,6 +454,55 @@ impl Config {
             ));
         }
         Ok(warnings)
+    }
+
+    /// Client certificate and key come together; TLS files need an `amqps://`
+    /// URL (never a silent downgrade); every file given must be readable.
+    fn validate_tls(&self) -> Result<()> {
+        let tls = &self.amqp.tls;
+        let files = [
+            ("amqp.tls.ca_file", "--tls-ca-file", &tls.ca_file),
+            ("amqp.tls.cert_file", "--tls-cert-file", &tls.cert_file),
+            ("amqp.tls.key_file", "--tls-key-file", &tls.key_file),
+        ];
+        let Some((first, _, _)) = files.iter().find(|(_, _, path)| path.is_some()) else {
+            return Ok(());
+        };
+        let scheme = crate::amqp::redact::parse_amqp_url(&self.amqp.url)?.scheme;
+        if scheme != lapin::uri::AMQPScheme::AMQPS {
+            return Err(Error::config(
+                *first,
+                "set but amqp.url is amqp://; use amqps:// — Warren never downgrades to plaintext",
+            ));
+        }
+        if tls.cert_file.is_some() != tls.key_file.is_some() {
+            let (key, flag) = match tls.cert_file {
+                Some(_) => ("amqp.tls.key_file", "--tls-key-file"),
+                None => ("amqp.tls.cert_file", "--tls-cert-file"),
+            };
+            return Err(Error::config(
+                key,
+                format!(
+                    "is required for mutual TLS: set amqp.tls.cert_file and amqp.tls.key_file together ({flag})"
+                ),
+            ));
+        }
+        for (key, flag, path) in files {
+            let Some(path) = path else { continue };
+            let problem = match std::fs::File::open(path).and_then(|f| f.metadata()) {
+                Ok(meta) if meta.is_file() => continue,
+                Ok(_) => "not a regular file".to_owned(),
+                Err(e) => e.to_string(),
+            };
+            return Err(Error::config(
+                key,
+                format!(
+                    "cannot read '{}': {problem}; give a readable PEM file ({flag})",
+                    path.display()
+                ),
+            ));
+        }
+        Ok(())
     }
 
     fn validate_retry(&self) -> Result<()> {

@@ -62,6 +62,8 @@ pub struct RabbitNode {
     amqp_port: u16,
     dist_port: u16,
     management_port: Option<u16>,
+    /// The TLS listener, for nodes from [`RabbitNode::start_with_tls`].
+    tls: Option<TlsListener>,
     /// Pid of the `rabbitmq-server` script we spawned, which is also the id
     /// of the node's process group. `None` once the script has been reaped:
     /// until then the id cannot be reused, so signalling it is safe.
@@ -70,18 +72,69 @@ pub struct RabbitNode {
     dir: tempfile::TempDir,
 }
 
+/// An `amqps` listener: its port and whether it demands a client certificate.
+/// The PEM files are copied into the node's directory (`tls/`), so a restart
+/// still finds them after the test's own files are gone.
+struct TlsListener {
+    port: u16,
+    require_client_cert: bool,
+}
+
+/// What [`RabbitNode::start_with_tls`] was given.
+struct TlsFiles<'a> {
+    ca: &'a Path,
+    cert: &'a Path,
+    key: &'a Path,
+    require_client_cert: bool,
+}
+
 impl RabbitNode {
     /// Starts a fresh node and blocks until it answers AMQP (panics after 60 s,
     /// with the tail of the node's logs).
     pub fn start() -> RabbitNode {
-        Self::start_inner(false)
+        Self::start_inner(false, None)
+    }
+
+    /// Like [`RabbitNode::start`], plus a TLS listener on another free port of
+    /// 127.0.0.1 presenting `cert_pem`/`key_pem` (give the server certificate
+    /// SANs DNS:localhost and IP:127.0.0.1). With `require_client_cert`, clients
+    /// must present a certificate signed by `ca_pem` (`verify_peer` +
+    /// `fail_if_no_peer_cert`). Also blocks until the TLS port accepts TCP.
+    pub fn start_with_tls(
+        ca_pem: &Path,
+        cert_pem: &Path,
+        key_pem: &Path,
+        require_client_cert: bool,
+    ) -> RabbitNode {
+        let files = TlsFiles {
+            ca: ca_pem,
+            cert: cert_pem,
+            key: key_pem,
+            require_client_cert,
+        };
+        Self::start_inner(false, Some(files))
     }
 
     /// Like [`RabbitNode::start`], with the `rabbitmq_management` plugin
     /// listening on another free port of 127.0.0.1. Also blocks until
     /// `GET /api/overview` answers 200.
     pub fn start_with_management() -> RabbitNode {
-        Self::start_inner(true)
+        Self::start_inner(true, None)
+    }
+
+    /// `amqps://guest:guest@localhost:<tls port>/%2f` (`localhost`, so the
+    /// host name is checked against the certificate's DNS SAN); panics if
+    /// the node has no TLS listener.
+    pub fn amqps_url(&self) -> String {
+        format!("amqps://guest:guest@localhost:{}/%2f", self.tls_port())
+    }
+
+    /// The TLS listener's port; panics if the node has none.
+    pub fn tls_port(&self) -> u16 {
+        self.tls
+            .as_ref()
+            .expect("RabbitNode: started without TLS (use start_with_tls)")
+            .port
     }
 
     pub fn amqp_port(&self) -> u16 {
@@ -183,14 +236,14 @@ impl RabbitNode {
 
     // ---------------------------------------------------------------------
 
-    fn start_inner(management: bool) -> RabbitNode {
+    fn start_inner(management: bool, tls: Option<TlsFiles>) -> RabbitNode {
         static CLEANUP: std::sync::Once = std::sync::Once::new();
         CLEANUP.call_once(kill_leftover_nodes);
         let dir = tempfile::Builder::new()
             .prefix(DIR_PREFIX)
             .tempdir()
             .expect("RabbitNode: cannot create a temporary directory");
-        let ports = free_ports(if management { 3 } else { 2 });
+        let ports = free_ports(2 + usize::from(management) + usize::from(tls.is_some()));
         let nodename = format!(
             "{NODE_PREFIX}{}-{}@localhost",
             std::process::id(),
@@ -200,10 +253,17 @@ impl RabbitNode {
             nodename,
             amqp_port: ports[0],
             dist_port: ports[1],
-            management_port: ports.get(2).copied(),
+            management_port: management.then(|| ports[2]),
+            tls: tls.as_ref().map(|t| TlsListener {
+                port: *ports.last().unwrap(),
+                require_client_cert: t.require_client_cert,
+            }),
             pgid: None,
             dir,
         };
+        if let Some(files) = &tls {
+            node.copy_tls_files(files);
+        }
         node.write_config();
         node.launch();
         node
@@ -227,6 +287,25 @@ impl RabbitNode {
             ));
             plugins = "[rabbitmq_management].\n";
         }
+        if let Some(tls) = &self.tls {
+            let file = |name: &str| self.path("tls").join(name).display().to_string();
+            let (verify, fail) = match tls.require_client_cert {
+                true => ("verify_peer", "true"),
+                false => ("verify_none", "false"),
+            };
+            conf.push_str(&format!(
+                "listeners.ssl.default = 127.0.0.1:{}\n\
+                 ssl_options.cacertfile = {}\n\
+                 ssl_options.certfile = {}\n\
+                 ssl_options.keyfile = {}\n\
+                 ssl_options.verify = {verify}\n\
+                 ssl_options.fail_if_no_peer_cert = {fail}\n",
+                tls.port,
+                file("ca.pem"),
+                file("cert.pem"),
+                file("key.pem"),
+            ));
+        }
         for d in ["mnesia", "log", "conf.d"] {
             fs::create_dir_all(self.path(d)).expect("RabbitNode: cannot create a directory");
         }
@@ -239,6 +318,23 @@ impl RabbitNode {
         for (name, content) in files {
             fs::write(self.path(name), content)
                 .unwrap_or_else(|e| panic!("RabbitNode: cannot write {name}: {e}"));
+        }
+    }
+
+    fn copy_tls_files(&self, files: &TlsFiles) {
+        let dir = self.path("tls");
+        fs::create_dir_all(&dir).expect("RabbitNode: cannot create tls/");
+        for (from, name) in [
+            (files.ca, "ca.pem"),
+            (files.cert, "cert.pem"),
+            (files.key, "key.pem"),
+        ] {
+            fs::copy(from, dir.join(name)).unwrap_or_else(|e| {
+                panic!(
+                    "RabbitNode: cannot copy {} to tls/{name}: {e}",
+                    from.display()
+                )
+            });
         }
     }
 
@@ -318,6 +414,11 @@ impl RabbitNode {
         drop(child);
 
         self.wait_until(started, "answer AMQP", |n| amqp_answers(n.amqp_port));
+        if let Some(tport) = self.tls.as_ref().map(|t| t.port) {
+            self.wait_until(started, "accept TCP on the TLS port", |_| {
+                port_is_open(tport)
+            });
+        }
         if let Some(mport) = self.management_port {
             self.wait_until(started, "answer HTTP on the management port", |_| {
                 management_answers(mport)
