@@ -351,6 +351,12 @@ fn tls_settings_are_checked_before_connecting() {
         LIMIT,
     );
     assert!(error_line(&out).contains("never downgrades to plaintext"));
+    // `status` does not validate the whole config; connecting refuses anyway.
+    let out = run(
+        &["status", "--amqp-url", plain, "--tls-ca-file", &ca],
+        LIMIT,
+    );
+    assert!(error_line(&out).contains("never downgrades to plaintext"));
     let out = run(
         &["config", "check", "--amqp-url", tls, "--tls-ca-file", &ca],
         LIMIT,

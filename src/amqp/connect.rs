@@ -36,6 +36,13 @@ pub async fn connect(cfg: &AmqpConfig, name: &str) -> Result<Connection> {
             let _ = rustls::crypto::ring::default_provider().install_default();
             tls_config(&cfg.tls)?
         }
+        // Config::validate says so too; this covers callers that skip it.
+        AMQPScheme::AMQP if cfg.tls != TlsConfig::default() => {
+            return Err(Error::config(
+                "amqp.tls",
+                "set but amqp.url is amqp://; use amqps:// — Warren never downgrades to plaintext",
+            ));
+        }
         AMQPScheme::AMQP => OwnedTLSConfig::default(),
     };
     let runtime = lapin::runtime::default_runtime()
