@@ -14,6 +14,7 @@
 //! - [`pool`]: supervisor → dispatcher → workers → settle (ack / retry / dead-letter).
 //! - [`handler`]: the [`Handler`] trait and the built-in handlers.
 //! - [`server`] and [`metrics`]: /livez, /readyz and Prometheus /metrics.
+//! - [`kube`]: this pod's pod-deletion-cost, so scale-down removes idle pods first.
 //! - [`status`]: the `warren status` queue report.
 //! - [`shutdown`]: SIGTERM / ctrl-c → a [`CancellationToken`].
 //! - [`telemetry`]: log output (text or JSON).
@@ -28,6 +29,7 @@ pub mod cli;
 pub mod config;
 pub mod error;
 pub mod handler;
+pub mod kube;
 pub mod metrics;
 pub mod pool;
 pub mod server;
@@ -40,3 +42,9 @@ pub use error::{Error, Result};
 pub use handler::{Handler, Outcome, Task};
 pub use pool::run;
 pub use tokio_util::sync::CancellationToken;
+
+/// Installs ring as the process-wide rustls crypto provider (reqwest and kube
+/// are built without a bundled one, to avoid the aws-lc C build). Idempotent.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}

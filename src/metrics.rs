@@ -64,6 +64,10 @@ pub struct Metrics {
     pub handler_panics: IntCounter,
     /// Time from publish to broker confirm (retries, dead letters, `warren publish`).
     pub publish_confirm: Histogram,
+    /// The pod-deletion-cost last written to this pod's annotation.
+    pub pod_deletion_cost: IntGauge,
+    /// Failed attempts to set the pod-deletion-cost (no cluster, no RBAC).
+    pub pod_deletion_cost_errors: IntCounter,
 }
 
 /// Task duration buckets: 1 ms to 1 h.
@@ -157,6 +161,14 @@ impl Metrics {
                 "warren_publish_confirm_seconds",
                 "Time from publish to broker confirm.",
                 CONFIRM_BUCKETS,
+            ),
+            pod_deletion_cost: gauge(
+                "warren_pod_deletion_cost",
+                "pod-deletion-cost last written to this pod (its in-flight tasks).",
+            ),
+            pod_deletion_cost_errors: counter(
+                "warren_pod_deletion_cost_errors_total",
+                "Failed pod-deletion-cost updates (not in a cluster, or no RBAC).",
             ),
             registry,
         }

@@ -83,9 +83,7 @@ async fn unacked(base: &str, vhost: &str, queue: &str) -> Result<u64> {
         .map_err(|()| fail("not a base URL".into()))?
         .pop_if_empty()
         .extend(["api", "queues", vhost, queue]);
-    // reqwest's rustls needs a process-wide crypto provider (ring, see Cargo.toml);
-    // installing it twice is harmless.
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    crate::install_crypto_provider();
     let mut request = reqwest::Client::new().get(url);
     if !user.is_empty() {
         request = request.basic_auth(user, password);

@@ -31,9 +31,8 @@ pub async fn connect(cfg: &AmqpConfig, name: &str) -> Result<Connection> {
     let shown = redact_url(&cfg.url);
     let tls = match uri.scheme {
         AMQPScheme::AMQPS => {
-            // The provider Cargo.toml chose (reqwest's client installs the same);
-            // otherwise rustls-connector would pick aws-lc-rs for the process.
-            let _ = rustls::crypto::ring::default_provider().install_default();
+            // Otherwise rustls-connector would pick aws-lc-rs for the process.
+            crate::install_crypto_provider();
             tls_config(&cfg.tls)?
         }
         // Config::validate says so too; this covers callers that skip it.

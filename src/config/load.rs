@@ -161,6 +161,18 @@ const KEYS: &[Key] = &[
     ),
     key("server.listen", "WARREN_SERVER_LISTEN", "--listen", true),
     key(
+        "kube.pod_deletion_cost",
+        "WARREN_KUBE_POD_DELETION_COST",
+        "--pod-deletion-cost",
+        false,
+    ),
+    key(
+        "kube.update_interval",
+        "WARREN_KUBE_UPDATE_INTERVAL",
+        "--pod-deletion-cost-interval",
+        true,
+    ),
+    key(
         "server.queue_poll_interval",
         "WARREN_SERVER_QUEUE_POLL_INTERVAL",
         "--queue-poll-interval",

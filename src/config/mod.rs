@@ -31,6 +31,8 @@ pub struct Config {
     pub handler: HandlerConfig,
     /// The health and metrics HTTP server.
     pub server: ServerConfig,
+    /// Kubernetes integration.
+    pub kube: KubeConfig,
 }
 
 /// Broker connection settings.
@@ -363,6 +365,28 @@ impl Default for ServerConfig {
     }
 }
 
+/// Kubernetes integration (see `src/kube.rs`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KubeConfig {
+    /// Keep this pod's `controller.kubernetes.io/pod-deletion-cost` equal to
+    /// its in-flight tasks so scale-down removes idle pods first. Needs
+    /// POD_NAME/POD_NAMESPACE and RBAC get/patch on pods.
+    pub pod_deletion_cost: bool,
+    /// At most one PATCH per interval, and only when the value changed.
+    #[serde(with = "duration::single")]
+    pub update_interval: Duration,
+}
+
+impl Default for KubeConfig {
+    fn default() -> Self {
+        KubeConfig {
+            pod_deletion_cost: false,
+            update_interval: Duration::from_secs(5),
+        }
+    }
+}
+
 impl Config {
     /// The dead-letter queue name (`<queue>.dead` unless configured).
     pub fn dead_letter_queue(&self) -> String {
@@ -617,6 +641,7 @@ impl Config {
             .management_url
             .as_deref()
             .map(crate::amqp::redact::redact_url);
+        copy.handler.http = copy.handler.http.redacted();
         copy
     }
 }

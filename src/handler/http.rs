@@ -61,9 +61,8 @@ impl HttpHandler {
             Some(r) => Some(parse("handler.http.ready_url", r)?),
             None => None,
         };
-        // reqwest is built without a bundled crypto provider: use ring for
-        // https (no C toolchain needed). Already installed is fine too.
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        // reqwest is built without a bundled crypto provider.
+        crate::install_crypto_provider();
         let client = Client::builder()
             .pool_max_idle_per_host(concurrency as usize)
             .timeout(config.timeout)

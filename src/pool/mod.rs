@@ -77,6 +77,11 @@ pub async fn run_with_state<H: Handler>(
         background.clone(),
     ));
     tokio::spawn(poll::handler_ready(ctx.clone(), background.clone()));
+    tokio::spawn(crate::kube::run(
+        ctx.state.clone(),
+        ctx.config.kube.clone(),
+        background.clone(),
+    ));
     let result = supervisor::supervise(ctx.clone(), shutdown).await;
     ctx.state.set_phase(Phase::Stopped);
     background.cancel();

@@ -56,7 +56,10 @@ pub fn init() -> Telemetry {
     let (otel, provider) = otel::layer();
     #[cfg(feature = "otel")]
     layers.extend(otel);
-    tracing_subscriber::registry().with(layers).with(filter).init();
+    tracing_subscriber::registry()
+        .with(layers)
+        .with(filter)
+        .init();
     Telemetry {
         #[cfg(feature = "otel")]
         provider,
@@ -86,15 +89,20 @@ mod otel {
 
     /// The OpenTelemetry layer, or none when no OTLP endpoint is configured.
     pub fn layer() -> (Option<BoxedLayer>, Option<SdkTracerProvider>) {
-        let configured = ["OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"]
-            .iter()
-            .any(|k| std::env::var(k).is_ok_and(|v| !v.is_empty()));
+        let configured = [
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+        ]
+        .iter()
+        .any(|k| std::env::var(k).is_ok_and(|v| !v.is_empty()));
         if !configured {
             return (None, None);
         }
-        // reqwest's rustls needs a process-wide crypto provider (ring).
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let exporter = match opentelemetry_otlp::SpanExporter::builder().with_http().build() {
+        crate::install_crypto_provider();
+        let exporter = match opentelemetry_otlp::SpanExporter::builder()
+            .with_http()
+            .build()
+        {
             Ok(exporter) => exporter,
             Err(e) => {
                 eprintln!("warning: OTLP trace export disabled: {e}; check OTEL_EXPORTER_OTLP_*");

@@ -27,8 +27,9 @@ pub fn adopt(span: &tracing::Span, headers: &FieldTable) {
         if !headers.contains_key("traceparent") {
             return;
         }
-        let parent =
-            opentelemetry::global::get_text_map_propagator(|p| p.extract(&otel::Extractor(headers)));
+        let parent = opentelemetry::global::get_text_map_propagator(|p| {
+            p.extract(&otel::Extractor(headers))
+        });
         let _ = span.set_parent(parent);
     }
     #[cfg(not(feature = "otel"))]
@@ -44,7 +45,8 @@ mod otel {
 
     impl Inject for Injector<'_> {
         fn set(&mut self, key: &str, value: String) {
-            self.0.insert(key.into(), AMQPValue::LongString(value.into()));
+            self.0
+                .insert(key.into(), AMQPValue::LongString(value.into()));
         }
     }
 

@@ -1,0 +1,139 @@
+//! Idle pods first on scale-down.
+//!
+//! When an HPA or KEDA scales a Deployment down, the ReplicaSet controller
+//! deletes the pods with the lowest `controller.kubernetes.io/pod-deletion-cost`
+//! first. With `kube.pod_deletion_cost` on, Warren keeps its own pod's
+//! annotation equal to its in-flight task count — patched at most every
+//! `kube.update_interval` and only when the value changed — so idle pods go
+//! first and fewer tasks are interrupted. Any failure (not in a cluster, no
+//! RBAC) is one warning and a metric; the pool keeps working.
+
+use crate::pool::State;
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+/// The annotation the ReplicaSet controller reads.
+pub const ANNOTATION: &str = "controller.kubernetes.io/pod-deletion-cost";
+
+/// The cost for a given number of in-flight tasks (the annotation is int32).
+pub fn cost(in_flight: i64) -> i32 {
+    in_flight.clamp(0, i64::from(i32::MAX)) as i32
+}
+
+/// The merge patch that sets the annotation.
+pub fn patch_body(cost: i32) -> serde_json::Value {
+    serde_json::json!({ "metadata": { "annotations": { ANNOTATION: cost.to_string() } } })
+}
+
+/// Runs the updater until `stop`; returns at once when the feature is off.
+pub async fn run(state: Arc<State>, config: crate::config::KubeConfig, stop: CancellationToken) {
+    if !config.pod_deletion_cost {
+        return;
+    }
+    let metrics = &state.metrics;
+    let (Ok(pod), Ok(namespace)) = (std::env::var("POD_NAME"), std::env::var("POD_NAMESPACE"))
+    else {
+        metrics.pod_deletion_cost_errors.inc();
+        warn!(
+            "kube.pod_deletion_cost is on but POD_NAME/POD_NAMESPACE are not set (not in Kubernetes, \
+             or the downward API env is missing); pod-deletion-cost updates are off, the pool keeps working"
+        );
+        return;
+    };
+    let api = match client(&namespace).await {
+        Ok(api) => api,
+        Err(e) => {
+            metrics.pod_deletion_cost_errors.inc();
+            warn!(
+                "cannot reach the Kubernetes API ({e}); pod-deletion-cost updates are off, the pool keeps working"
+            );
+            return;
+        }
+    };
+    let mut ticker = tokio::time::interval(config.update_interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let (mut last, mut warned) = (None, false);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = ticker.tick() => {}
+        }
+        let cost = cost(state.in_flight());
+        if last == Some(cost) {
+            continue;
+        }
+        match patch(&api, &pod, cost).await {
+            Ok(()) => {
+                debug!(cost, "updated {ANNOTATION}");
+                metrics.pod_deletion_cost.set(cost.into());
+                last = Some(cost);
+            }
+            Err(e) => {
+                metrics.pod_deletion_cost_errors.inc();
+                if !warned {
+                    warn!(
+                        "cannot patch {ANNOTATION} on pod {namespace}/{pod}: {e}; the pod needs RBAC \
+                         get/patch on pods in its namespace (the Helm chart creates it with \
+                         podDeletionCost.enabled). The pool keeps working; retrying quietly"
+                    );
+                    warned = true;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(feature = "kube")]
+type PodApi = ::kube::Api<k8s_openapi::api::core::v1::Pod>;
+#[cfg(not(feature = "kube"))]
+type PodApi = ();
+
+#[cfg(feature = "kube")]
+async fn client(namespace: &str) -> Result<PodApi, String> {
+    crate::install_crypto_provider();
+    let client = ::kube::Client::try_default()
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(::kube::Api::namespaced(client, namespace))
+}
+
+#[cfg(feature = "kube")]
+async fn patch(api: &PodApi, pod: &str, cost: i32) -> Result<(), String> {
+    use ::kube::api::{Patch, PatchParams};
+    api.patch(
+        pod,
+        &PatchParams::default(),
+        &Patch::Merge(patch_body(cost)),
+    )
+    .await
+    .map(|_| ())
+    .map_err(|e| e.to_string())
+}
+
+#[cfg(not(feature = "kube"))]
+async fn client(_namespace: &str) -> Result<PodApi, String> {
+    Err("this build has no `kube` feature".into())
+}
+
+#[cfg(not(feature = "kube"))]
+async fn patch(_api: &PodApi, _pod: &str, _cost: i32) -> Result<(), String> {
+    Err("this build has no `kube` feature".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cost_tracks_in_flight_and_fits_int32() {
+        assert_eq!(cost(0), 0);
+        assert_eq!(cost(7), 7);
+        assert_eq!(cost(-1), 0);
+        assert_eq!(cost(i64::MAX), i32::MAX);
+        assert_eq!(
+            patch_body(3).to_string(),
+            r#"{"metadata":{"annotations":{"controller.kubernetes.io/pod-deletion-cost":"3"}}}"#
+        );
+    }
+}
