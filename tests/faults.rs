@@ -22,7 +22,8 @@ fn work(name: &str, url: &str, queue: &str, extra: &[&str]) -> Warren {
 struct Ledger {
     bodies: BTreeMap<String, String>,
     done: BTreeMap<String, usize>,
-    received_redelivered: BTreeMap<String, Vec<bool>>,
+    /// (log timestamp, redelivered flag) of every delivery, per message id.
+    received_redelivered: BTreeMap<String, Vec<(String, bool)>>,
 }
 
 impl Ledger {
@@ -35,10 +36,11 @@ impl Ledger {
                 self.bodies
                     .insert(id.clone(), body.trim_end_matches('\'').to_owned());
                 let redelivered = line.contains("redelivered=true");
-                self.received_redelivered
-                    .entry(id)
-                    .or_default()
-                    .push(redelivered);
+                // Text log lines start with an RFC 3339 UTC timestamp: sortable as text.
+                let at = line.split_whitespace().next().unwrap_or("").to_owned();
+                let deliveries = self.received_redelivered.entry(id).or_default();
+                deliveries.push((at, redelivered));
+                deliveries.sort();
             } else if line.contains("[x] Done") {
                 *self.done.entry(id).or_default() += 1;
             }
@@ -270,6 +272,7 @@ async fn chaos_kills_and_a_broker_restart_lose_nothing() {
     let mut procs: Vec<Warren> = (0..3).map(|i| spawn(i, 0)).collect();
     let mut ledger = Ledger::default();
     let (mut kills, mut generation, mut restarted_broker) = (0, 0, false);
+    let mut broker_stopped_at = String::new();
     let started = Instant::now();
     loop {
         tokio::time::sleep(Duration::from_millis(2000 + rng.next(2000))).await;
@@ -282,6 +285,8 @@ async fn chaos_kills_and_a_broker_restart_lose_nothing() {
             "chaos run did not finish"
         );
         if kills == 2 && !restarted_broker {
+            broker_stopped_at =
+                humantime::format_rfc3339_micros(std::time::SystemTime::now()).to_string();
             node.stop();
             tokio::time::sleep(Duration::from_secs(1)).await;
             node.restart();
@@ -320,15 +325,29 @@ async fn chaos_kills_and_a_broker_restart_lose_nothing() {
         .filter(|(_, n)| **n > 1)
         .map(|(id, _)| id)
         .collect();
-    let unflagged: Vec<&String> = ledger
-        .received_redelivered
-        .iter()
-        .filter(|(_, flags)| flags.iter().skip(1).any(|r| !r))
-        .map(|(id, _)| id)
-        .collect();
+    // A repeat delivery must carry the redelivered flag. The one exception is
+    // the broker's own: a classic queue restarted while a task was unacked may
+    // deliver it again unflagged (RabbitMQ does not always persist the
+    // "delivered" mark). Those are counted and shown, not failed.
+    let (mut unflagged, mut unflagged_after_restart) = (Vec::new(), 0);
+    for (id, deliveries) in &ledger.received_redelivered {
+        for pair in deliveries.windows(2) {
+            let ((before, _), (after, flagged)) = (&pair[0], &pair[1]);
+            if *flagged {
+                continue;
+            }
+            if before.as_str() < broker_stopped_at.as_str()
+                && after.as_str() > broker_stopped_at.as_str()
+            {
+                unflagged_after_restart += 1;
+            } else {
+                unflagged.push(id);
+            }
+        }
+    }
     println!(
         "chaos: {total} tasks, {kills} SIGKILLs, 1 broker restart, {} completed, {} completed more than once, \
-         {} deliveries in all, {:.1}s",
+         {} deliveries in all, {unflagged_after_restart} repeat deliveries unflagged across the broker restart, {:.1}s",
         completed.len(),
         duplicates.len(),
         ledger
