@@ -11,8 +11,9 @@ use std::time::{Duration, Instant};
 /// AMQP delivery mode 2: the broker writes the message to disk.
 pub const PERSISTENT: u8 = 2;
 
-/// Properties of a new task: persistent, with a fresh message id and the
-/// current trace context (`traceparent`) when tracing is on.
+/// Properties shared by every task of one publish run: persistent, and the
+/// current trace context (`traceparent`) when tracing is on. Built once per
+/// run, not per message.
 pub fn task_properties() -> BasicProperties {
     let mut headers = lapin::types::FieldTable::default();
     crate::telemetry::propagate::inject(&mut headers);
@@ -23,8 +24,32 @@ pub fn task_properties() -> BasicProperties {
     };
     props
         .with_delivery_mode(PERSISTENT)
-        .with_message_id(uuid::Uuid::new_v4().to_string().into())
         .with_app_id("warren".into())
+}
+
+/// Unique message ids without a random-number syscall per message: one
+/// random UUID per run, then a counter (`<uuid>-<n>`).
+pub struct MessageIds {
+    prefix: String,
+    next: u64,
+}
+
+impl Default for MessageIds {
+    fn default() -> Self {
+        MessageIds {
+            prefix: uuid::Uuid::new_v4().to_string(),
+            next: 0,
+        }
+    }
+}
+
+impl Iterator for MessageIds {
+    type Item = String;
+
+    fn next(&mut self) -> Option<String> {
+        self.next += 1;
+        Some(format!("{}-{}", self.prefix, self.next))
+    }
 }
 
 /// Puts the channel in confirm mode (idempotent on the broker side).
@@ -126,12 +151,16 @@ where
     let started = Instant::now();
     let mut report = PublishReport::default();
     let mut pending: VecDeque<PublisherConfirm> = VecDeque::with_capacity(window);
+    let template = task_properties();
+    let mut ids = MessageIds::default();
     for body in bodies {
         if pending.len() >= window.max(1) {
             let oldest = pending.pop_front().expect("window is not empty");
             record(&mut report, settle_confirm(oldest).await);
         }
-        let confirm = send(channel, queue, &body, task_properties())
+        let id = ids.next().expect("endless");
+        let props = template.clone().with_message_id(id.into());
+        let confirm = send(channel, queue, &body, props)
             .await
             .map_err(|e| Error::amqp(format!("publishing to queue '{queue}'"), e))?;
         report.total += 1;
@@ -151,5 +180,19 @@ fn record(report: &mut PublishReport, outcome: std::result::Result<(), String>) 
         Err(why) => {
             report.first_failure.get_or_insert(why);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn message_ids_are_unique_per_run_and_across_runs() {
+        let a: Vec<String> = MessageIds::default().take(3).collect();
+        let b: Vec<String> = MessageIds::default().take(3).collect();
+        assert!(a[0].ends_with("-1") && a[2].ends_with("-3"));
+        assert_ne!(a[0], b[0]);
+        assert_eq!(a.iter().collect::<std::collections::BTreeSet<_>>().len(), 3);
     }
 }
