@@ -85,12 +85,15 @@ pub(super) async fn process<H: Handler>(
             metrics.observe_task(started.elapsed());
             outcome
         };
+        // The handler is done: free the worker for the next prefetched task
+        // now, so waiting for the ack (or a copy's confirm) never holds up
+        // new work. Unsettled deliveries stay bounded by the prefetch count.
+        drop(slot);
         let settled = settle::settle(&ctx, &channel, &acker, &properties, &task, outcome).await;
         metrics.settled(settled);
     }
     .instrument(span)
     .await;
-    drop(slot);
 }
 
 /// Counts a delivery in `warren_tasks_in_flight` for as long as it lives,
