@@ -402,3 +402,45 @@ async fn a_second_sigterm_exits_at_once_and_the_broker_keeps_the_task() {
     }
     broker::cleanup(&url, &q).await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_brokers_consumer_timeout_is_explained_and_survived() {
+    // A broker that gives a delivery 2 s before closing the channel, checked every 500 ms.
+    let node = RabbitNode::start_with_config(
+        "consumer_timeout = 2000",
+        "[{rabbit, [{channel_tick_interval, 500}]}].",
+    );
+    let url = node.amqp_url();
+    let mut w = work(
+        "slow",
+        &url,
+        "task_queue",
+        &[
+            "--concurrency",
+            "1",
+            "--per-dot",
+            "1s",
+            "--broker-consumer-timeout",
+            "2s",
+        ],
+    );
+    w.wait_ready().await;
+    assert_eq!(
+        w.count("is not below the broker's consumer_timeout"),
+        1,
+        "startup warning"
+    );
+    broker::publish(&url, "task_queue", &[b"slow....."]).await;
+    w.wait_for("consumer_timeout", 3, LIMIT).await;
+    let line = w.matching("lost the broker").remove(0);
+    assert!(
+        line.contains("PRECONDITION_FAILED") && line.contains("lower pool.handler_timeout"),
+        "{line}"
+    );
+    w.wait_for("reconnected after", 1, LIMIT).await;
+    assert!(
+        w.is_running(),
+        "a consumer timeout is recovered from, not fatal"
+    );
+    assert!(w.wait_exit(Duration::from_millis(100)).await.is_none());
+}

@@ -70,6 +70,9 @@ pub struct RabbitNode {
     pgid: Option<libc::pid_t>,
     /// Removed (after `Drop::drop` killed the node) when the node is dropped.
     dir: tempfile::TempDir,
+    /// Extra rabbitmq.conf lines and an advanced.config term, for
+    /// [`RabbitNode::start_with_config`].
+    extra: (String, String),
 }
 
 /// An `amqps` listener: its port and whether it demands a client certificate.
@@ -93,6 +96,12 @@ impl RabbitNode {
     /// with the tail of the node's logs).
     pub fn start() -> RabbitNode {
         Self::start_inner(false, None)
+    }
+
+    /// Like [`RabbitNode::start`], with extra `rabbitmq.conf` lines and an
+    /// `advanced.config` term (e.g. `[{rabbit, [{channel_tick_interval, 500}]}].`).
+    pub fn start_with_config(conf: &str, advanced: &str) -> RabbitNode {
+        Self::start_full(false, None, (conf.to_owned(), advanced.to_owned()))
     }
 
     /// Like [`RabbitNode::start`], plus a TLS listener on another free port of
@@ -237,6 +246,10 @@ impl RabbitNode {
     // ---------------------------------------------------------------------
 
     fn start_inner(management: bool, tls: Option<TlsFiles>) -> RabbitNode {
+        Self::start_full(management, tls, Default::default())
+    }
+
+    fn start_full(management: bool, tls: Option<TlsFiles>, extra: (String, String)) -> RabbitNode {
         static CLEANUP: std::sync::Once = std::sync::Once::new();
         CLEANUP.call_once(kill_leftover_nodes);
         let dir = tempfile::Builder::new()
@@ -260,6 +273,7 @@ impl RabbitNode {
             }),
             pgid: None,
             dir,
+            extra,
         };
         if let Some(files) = &tls {
             node.copy_tls_files(files);
@@ -305,6 +319,12 @@ impl RabbitNode {
                 file("cert.pem"),
                 file("key.pem"),
             ));
+        }
+        conf.push_str(&self.extra.0);
+        conf.push('\n');
+        if !self.extra.1.is_empty() {
+            fs::write(self.path("advanced.config"), &self.extra.1)
+                .expect("RabbitNode: cannot write advanced.config");
         }
         for d in ["mnesia", "log", "conf.d"] {
             fs::create_dir_all(self.path(d)).expect("RabbitNode: cannot create a directory");
