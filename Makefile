@@ -14,3 +14,9 @@ build:
 
 fmt:
 	cargo fmt --all
+
+## Throughput: Warren vs a raw lapin consumer; writes target/bench/latest.md
+## (BENCH_ARGS="--quick" for a smoke run; see docs/BENCHMARKS.md).
+.PHONY: bench
+bench:
+	bash scripts/bench.sh $(BENCH_ARGS)
