@@ -40,7 +40,7 @@ async fn start(name: &str, queue: &str, program: &Path, extra: &[&str]) -> Warre
     let mut cmd = command(&args);
     // Through env, so the test can check that the program does not see it.
     cmd.env("WARREN_AMQP_URL", &url)
-        .env("WARREN_LOG", "info,warren::pool::settle=debug,lapin=off");
+        .env("WARREN_LOG", "info,warren::pool::acks=debug,lapin=off");
     let w = Warren::spawn_with(name, cmd);
     w.wait_ready().await;
     w

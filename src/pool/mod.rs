@@ -6,6 +6,7 @@
 //! - [`settle`] maps the outcome to AMQP: ack, retry copy, or dead letter —
 //!   never acking the original before a copy is confirmed.
 
+mod acks;
 mod poll;
 mod settle;
 mod slots;

@@ -4,17 +4,16 @@
 //! nacked with requeue, so the broker still holds the task.
 
 use super::Ctx;
+use super::acks::Ticket;
 use crate::amqp::publish::{PERSISTENT, publish_confirmed};
 use crate::handler::task::ATTEMPT_HEADER;
 use crate::handler::{Handler, Outcome, Task};
 use crate::metrics::Settled;
-use lapin::Acker;
 use lapin::Channel;
-use lapin::options::{BasicAckOptions, BasicNackOptions};
 use lapin::protocol::BasicProperties;
 use lapin::types::{AMQPValue, FieldTable};
 use std::time::{SystemTime, UNIX_EPOCH};
-use tracing::{debug, error, info, warn};
+use tracing::{error, info, warn};
 
 /// Headers Warren writes on copies (documented in docs/reliability.md).
 pub const FIRST_FAILURE: &str = "x-warren-first-failure";
@@ -24,7 +23,7 @@ pub const LAST_ERROR: &str = "x-warren-last-error";
 pub(super) async fn settle<H: Handler>(
     ctx: &Ctx<H>,
     channel: &Channel,
-    acker: &Acker,
+    ticket: &Ticket,
     props: &BasicProperties,
     task: &Task,
     outcome: Outcome,
@@ -32,7 +31,7 @@ pub(super) async fn settle<H: Handler>(
     let max = ctx.config.retry.max_attempts;
     match outcome {
         Outcome::Ack => {
-            ack(acker).await;
+            ticket.ack();
             Settled::Acked
         }
         Outcome::Retry { after, reason } if task.attempt < max => {
@@ -49,12 +48,12 @@ pub(super) async fn settle<H: Handler>(
                         task.attempt,
                         crate::config::duration::format(delay)
                     );
-                    ack(acker).await;
+                    ticket.ack();
                     Settled::Retried
                 }
                 Err(why) => {
                     keep(
-                        acker,
+                        ticket,
                         &format!("retry copy to '{queue}' not confirmed: {why}"),
                     )
                     .await
@@ -66,16 +65,16 @@ pub(super) async fn settle<H: Handler>(
                 "gave up after {} attempts; last error: {reason}",
                 task.attempt
             );
-            dead_letter(ctx, channel, acker, props, task, &reason).await
+            dead_letter(ctx, channel, ticket, props, task, &reason).await
         }
-        Outcome::Reject { reason } => dead_letter(ctx, channel, acker, props, task, &reason).await,
+        Outcome::Reject { reason } => dead_letter(ctx, channel, ticket, props, task, &reason).await,
     }
 }
 
 async fn dead_letter<H: Handler>(
     ctx: &Ctx<H>,
     channel: &Channel,
-    acker: &Acker,
+    ticket: &Ticket,
     props: &BasicProperties,
     task: &Task,
     reason: &str,
@@ -108,12 +107,12 @@ async fn dead_letter<H: Handler>(
     match confirmed_copy(ctx, channel, dead, &task.body, copy).await {
         Ok(()) => {
             error!("dead-lettered to '{dead}': {reason}");
-            ack(acker).await;
+            ticket.ack();
             Settled::DeadLettered
         }
         Err(why) => {
             keep(
-                acker,
+                ticket,
                 &format!("dead letter to '{dead}' not confirmed: {why}"),
             )
             .await
@@ -136,21 +135,10 @@ fn retry_headers(task: &Task, reason: &str) -> FieldTable {
     headers
 }
 
-async fn ack(acker: &Acker) {
-    match acker.ack(BasicAckOptions::default()).await {
-        Ok(_) => debug!("acked"),
-        Err(e) => warn!("could not ack ({e}); the broker will redeliver this task"),
-    }
-}
-
 /// The copy failed: give the task back to the broker rather than lose it.
-async fn keep(acker: &Acker, why: &str) -> Settled {
+async fn keep(ticket: &Ticket, why: &str) -> Settled {
     warn!("{why}; requeueing the original so it is not lost");
-    let requeue = BasicNackOptions {
-        requeue: true,
-        multiple: false,
-    };
-    if let Err(e) = acker.nack(requeue).await {
+    if let Err(e) = ticket.requeue().await {
         warn!("could not nack ({e}); the broker will redeliver this task when the channel closes");
     }
     Settled::Requeued

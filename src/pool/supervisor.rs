@@ -1,5 +1,6 @@
 //! The supervisor: connect → declare → consume → (lost: reconnect) → drain.
 
+use super::acks::{Acks, Ticket};
 use super::slots::Slots;
 use super::{Ctx, Phase, poll, worker};
 use crate::amqp::{self, publish, topology};
@@ -21,6 +22,9 @@ struct Session {
     conn: Connection,
     channel: Channel,
     consumer: Consumer,
+    /// This channel's ack batcher (see `acks.rs`) and its task.
+    acks: Acks,
+    batcher: tokio::task::JoinHandle<()>,
 }
 
 /// Why a session stopped consuming.
@@ -154,11 +158,16 @@ async fn open<H: Handler>(ctx: &Ctx<H>) -> Result<Session> {
     let name = format!("warren work {}/{pid}", ctx.worker_name);
     let conn = amqp::connect(&ctx.config.amqp, &name).await?;
     match start_consuming(ctx, &conn).await {
-        Ok((channel, consumer)) => Ok(Session {
-            conn,
-            channel,
-            consumer,
-        }),
+        Ok((channel, consumer)) => {
+            let (acks, batcher) = Acks::spawn();
+            Ok(Session {
+                conn,
+                channel,
+                consumer,
+                acks,
+                batcher,
+            })
+        }
         Err(e) => {
             let _ = conn
                 .close(200, "warren could not start consuming".into())
@@ -216,21 +225,32 @@ async fn consume<H: Handler>(
     tracker: &TaskTracker,
     shutdown: &CancellationToken,
 ) -> End {
+    // One registration with the token for the whole session, not two per task.
+    let cancelled = shutdown.cancelled();
+    tokio::pin!(cancelled);
     loop {
         let slot = tokio::select! {
             biased;
-            _ = shutdown.cancelled() => return End::Shutdown,
+            _ = &mut cancelled => return End::Shutdown,
             slot = slots.take() => slot,
         };
         let next = tokio::select! {
             biased;
-            _ = shutdown.cancelled() => return End::Shutdown,
+            _ = &mut cancelled => return End::Shutdown,
             next = session.consumer.next() => next,
         };
         match next {
             Some(Ok(delivery)) => {
-                let task = worker::process(ctx.clone(), session.channel.clone(), delivery, slot);
-                tracker.spawn(task);
+                let ticket =
+                    Ticket::issue(&session.acks, delivery.delivery_tag, delivery.acker.clone());
+                let channel = session.channel.clone();
+                tracker.spawn(worker::process(
+                    ctx.clone(),
+                    channel,
+                    delivery,
+                    ticket,
+                    slot,
+                ));
             }
             Some(Err(e)) => return End::Lost(e.to_string()),
             None => return End::Lost("the broker cancelled the consumer".into()),
@@ -273,11 +293,18 @@ async fn drain<H: Handler>(ctx: &Ctx<H>, mut session: Session, tracker: &TaskTra
     }
     info!(requeued, "requeued prefetched tasks that had not started");
     wait_in_flight(ctx, tracker).await;
-    let _ = session
-        .channel
-        .close(200, "warren shutting down".into())
-        .await;
-    if let Err(e) = session.conn.close(200, "warren shutting down".into()).await {
+    // Every worker is done: let the batcher send its last acks, then close.
+    let Session {
+        conn,
+        channel,
+        acks,
+        batcher,
+        ..
+    } = session;
+    drop(acks);
+    let _ = tokio::time::timeout(Duration::from_secs(5), batcher).await;
+    let _ = channel.close(200, "warren shutting down".into()).await;
+    if let Err(e) = conn.close(200, "warren shutting down".into()).await {
         warn!("closing the connection: {e}");
     }
     info!("stopped");

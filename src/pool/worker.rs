@@ -1,10 +1,12 @@
 //! One worker turn: delivery → task → handler (guarded) → settle.
 
 use super::Ctx;
+use super::acks::Ticket;
 use super::settle;
 use super::slots::Slot;
 use crate::handler::task::attempt_from;
 use crate::handler::{Handler, Outcome, Task};
+use crate::metrics::Settled;
 use futures_lite::FutureExt;
 use lapin::Channel;
 use lapin::message::Delivery;
@@ -20,6 +22,7 @@ pub(super) async fn process<H: Handler>(
     ctx: Arc<Ctx<H>>,
     channel: Channel,
     delivery: Delivery,
+    ticket: Ticket,
     slot: Slot,
 ) {
     let Delivery {
@@ -27,7 +30,6 @@ pub(super) async fn process<H: Handler>(
         redelivered,
         properties,
         data,
-        acker,
         ..
     } = delivery;
     let headers = properties.headers().clone().unwrap_or_default();
@@ -89,7 +91,22 @@ pub(super) async fn process<H: Handler>(
         // now, so waiting for the ack (or a copy's confirm) never holds up
         // new work. Unsettled deliveries stay bounded by the prefetch count.
         drop(slot);
-        let settled = settle::settle(&ctx, &channel, &acker, &properties, &task, outcome).await;
+        let settled = if outcome == Outcome::Ack {
+            ticket.ack();
+            Settled::Acked
+        } else {
+            // Boxed: the retry/dead-letter path (publish + confirm) is rare and
+            // large; keeping it out of line keeps every task's future small.
+            Box::pin(settle::settle(
+                &ctx,
+                &channel,
+                &ticket,
+                &properties,
+                &task,
+                outcome,
+            ))
+            .await
+        };
         metrics.settled(settled);
     }
     .instrument(span)
