@@ -204,3 +204,32 @@ async fn sigterm_finishes_in_flight_tasks_and_exits_zero() {
     assert_eq!(bodies, ["next-1.", "next-2."]);
     broker::cleanup(&url, &q).await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_task_finished_behind_a_slow_one_is_acked_and_the_slow_one_is_not() {
+    // Acks are coalesced (one `multiple` ack per contiguous run): a finished
+    // task behind an unfinished one must still be acked, and the unfinished
+    // one must never be covered by a `multiple` ack.
+    let url = shared_url();
+    let q = unique_queue("ack_order");
+    let mut a = work("A", &q, &["--concurrency", "3", "--per-dot", "10s"]);
+    a.wait_ready().await;
+    broker::publish(&url, &q, &[b"slow..........", b"fast", b"also fast"]).await;
+    a.wait_for("[x] Done", 2, MIN).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    a.signal(libc::SIGKILL);
+    a.wait_exit(MIN).await;
+    let started = std::time::Instant::now();
+    while broker::counts(&url, &q).await.map(|c| c.0) != Some(1) {
+        assert!(
+            started.elapsed() < MIN,
+            "exactly the slow task returns to the queue"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let back = broker::drain(&url, &q, 5).await;
+    assert_eq!(back.len(), 1);
+    assert_eq!(back[0].delivery.data, b"slow..........");
+    assert!(back[0].delivery.redelivered);
+    broker::cleanup(&url, &q).await;
+}
