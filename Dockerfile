@@ -22,10 +22,12 @@ WORKDIR /src
 
 # Dependencies only: the real manifest and lockfile with a stub crate. This layer
 # is the slow one and stays cached while only sources change.
+# Cargo.toml declares the benchmark target, so cargo wants its file to exist.
 COPY Cargo.toml Cargo.lock ./
-RUN mkdir src \
+RUN mkdir src benches \
     && echo 'fn main() {}' > src/main.rs \
     && : > src/lib.rs \
+    && echo 'fn main() {}' > benches/drain.rs \
     && cargo build --release --locked --bin warren --features "${CARGO_FEATURES}" \
     && rm -rf src
 
