@@ -66,10 +66,6 @@ pub enum Error {
         detail: String,
     },
 
-    /// A feature whose flag parses already but whose implementation lands later.
-    #[error("{0} is not yet supported by this version of warren")]
-    NotYetSupported(String),
-
     /// Any other AMQP failure, with what Warren was doing at the time.
     #[error("{context}: {source}")]
     Amqp {

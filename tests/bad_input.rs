@@ -7,7 +7,7 @@ use lapin::options::QueueDeclareOptions;
 use lapin::types::FieldTable;
 use std::time::Duration;
 use support::broker::{self, shared_url, unique_queue};
-use support::proc::{Warren, run, text};
+use support::proc::{Warren, run, text, work_command};
 
 const LIMIT: Duration = Duration::from_secs(60);
 
@@ -55,15 +55,7 @@ async fn a_queue_declared_non_durable_elsewhere_is_a_clear_406_error() {
         LIMIT,
     );
     assert!(!out.status.success());
-    let mut cmd = support::proc::command(&[
-        "work",
-        "--amqp-url",
-        &url,
-        "--queue",
-        &q,
-        "--per-dot",
-        "1ms",
-    ]);
+    let mut cmd = work_command(&url, &q, &["--per-dot", "1ms"]);
     cmd.env("WARREN_QUEUE_DECLARE", "false");
     let w = Warren::spawn_with("declare-false", cmd);
     w.wait_ready().await;

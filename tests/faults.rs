@@ -7,15 +7,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 use support::broker::{self, shared_url, unique_queue};
 use support::node::RabbitNode;
-use support::proc::{Warren, http_get, run, text};
+use support::proc::{Warren, http_get, run, text, work};
 
 const LIMIT: Duration = Duration::from_secs(120);
-
-fn work(name: &str, url: &str, queue: &str, extra: &[&str]) -> Warren {
-    let mut args = vec!["work", "--amqp-url", url, "--queue", queue];
-    args.extend_from_slice(extra);
-    Warren::spawn(name, &args)
-}
 
 /// message_id → body, and message_id → number of "[x] Done", from log lines.
 #[derive(Default)]

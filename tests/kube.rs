@@ -11,7 +11,7 @@ use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use support::broker::{self, shared_url, unique_queue};
-use support::proc::{Warren, command, http_get};
+use support::proc::{Warren, command, http_get, work_command};
 
 const LIMIT: Duration = Duration::from_secs(60);
 
@@ -203,15 +203,7 @@ async fn without_rbac_it_warns_once_and_keeps_working() {
 async fn outside_a_cluster_it_warns_and_keeps_working() {
     let url = shared_url();
     let q = unique_queue("kube_outside");
-    let mut cmd = command(&[
-        "work",
-        "--amqp-url",
-        &url,
-        "--queue",
-        &q,
-        "--per-dot",
-        "1ms",
-    ]);
+    let mut cmd = work_command(&url, &q, &["--per-dot", "1ms"]);
     cmd.env("WARREN_KUBE_POD_DELETION_COST", "true")
         .env_remove("POD_NAME")
         .env_remove("POD_NAMESPACE");

@@ -8,7 +8,7 @@ use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use support::broker::{self, shared_url, unique_queue};
-use support::proc::{Warren, command, text};
+use support::proc::{Warren, command, text, work_command};
 
 const LIMIT: Duration = Duration::from_secs(60);
 
@@ -111,15 +111,7 @@ async fn task_spans_are_children_of_the_publishers_span() {
     let mut w = Warren::spawn_with(
         "worker",
         with_otel(
-            command(&[
-                "work",
-                "--amqp-url",
-                &url,
-                "--queue",
-                &q,
-                "--per-dot",
-                "1ms",
-            ]),
+            work_command(&url, &q, &["--per-dot", "1ms"]),
             &collector,
             "consumer",
         ),
@@ -196,15 +188,7 @@ async fn traceparent_from_any_producer_is_honoured_and_published_tasks_carry_one
     let mut w = Warren::spawn_with(
         "worker",
         with_otel(
-            command(&[
-                "work",
-                "--amqp-url",
-                &url,
-                "--queue",
-                &q,
-                "--per-dot",
-                "1ms",
-            ]),
+            work_command(&url, &q, &["--per-dot", "1ms"]),
             &collector,
             "c",
         ),
@@ -251,15 +235,7 @@ async fn traceparent_from_any_producer_is_honoured_and_published_tasks_carry_one
 async fn logs_are_json_off_a_terminal() {
     let url = shared_url();
     let q = unique_queue("json_logs");
-    let mut cmd = command(&[
-        "work",
-        "--amqp-url",
-        &url,
-        "--queue",
-        &q,
-        "--per-dot",
-        "1ms",
-    ]);
+    let mut cmd = work_command(&url, &q, &["--per-dot", "1ms"]);
     cmd.env_remove("WARREN_LOG_FORMAT");
     let mut w = Warren::spawn_with("json", cmd);
     w.wait_for("consuming from", 1, LIMIT).await;

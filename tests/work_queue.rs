@@ -11,18 +11,7 @@ use support::proc::Warren;
 const MIN: Duration = Duration::from_secs(60);
 
 fn work(name: &str, queue: &str, extra: &[&str]) -> Warren {
-    let url = shared_url();
-    let mut args = vec![
-        "work",
-        "--amqp-url",
-        &url,
-        "--queue",
-        queue,
-        "--listen",
-        "127.0.0.1:0",
-    ];
-    args.extend_from_slice(extra);
-    Warren::spawn(name, &args)
+    support::proc::work(name, &shared_url(), queue, extra)
 }
 
 /// Bodies a process logged as received, e.g. "task-3.".

@@ -30,6 +30,18 @@ pub fn command(args: &[&str]) -> Command {
     cmd
 }
 
+/// `warren work --amqp-url URL --queue QUEUE EXTRA...`, to add env to.
+pub fn work_command(url: &str, queue: &str, extra: &[&str]) -> Command {
+    let mut args = vec!["work", "--amqp-url", url, "--queue", queue];
+    args.extend_from_slice(extra);
+    command(&args)
+}
+
+/// Starts `warren work` on `queue` (see [`work_command`]).
+pub fn work(name: &str, url: &str, queue: &str, extra: &[&str]) -> Warren {
+    Warren::spawn_with(name, work_command(url, queue, extra))
+}
+
 /// Runs a one-shot command; panics if it does not finish within `limit`.
 pub fn run(args: &[&str], limit: Duration) -> Output {
     let child = command(args)
