@@ -12,9 +12,10 @@ use prometheus::{
 };
 use std::time::Duration;
 
-/// How a delivery was settled (`warren_tasks_total{outcome}`).
+/// What became of a delivery (`warren_tasks_total{outcome}`); the handler's
+/// [`Outcome`](crate::Outcome) is what it asked for, this is what was done.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Settled {
+pub enum Disposition {
     /// Handler succeeded; acked.
     Acked,
     /// A retry copy was confirmed; original acked.
@@ -25,13 +26,22 @@ pub enum Settled {
     Requeued,
 }
 
-impl Settled {
-    fn label(self) -> &'static str {
+impl Disposition {
+    /// Every disposition, in declaration order (the `outcome` label values).
+    pub const ALL: [Disposition; 4] = [
+        Disposition::Acked,
+        Disposition::Retried,
+        Disposition::DeadLettered,
+        Disposition::Requeued,
+    ];
+
+    /// The `outcome` label value.
+    pub fn label(self) -> &'static str {
         match self {
-            Settled::Acked => "acked",
-            Settled::Retried => "retried",
-            Settled::DeadLettered => "dead_lettered",
-            Settled::Requeued => "requeued",
+            Disposition::Acked => "acked",
+            Disposition::Retried => "retried",
+            Disposition::DeadLettered => "dead_lettered",
+            Disposition::Requeued => "requeued",
         }
     }
 }
@@ -42,7 +52,7 @@ pub struct Metrics {
     registry: Registry,
     /// Deliveries settled, by outcome.
     pub tasks: IntCounterVec,
-    /// `tasks` per [`Settled`] value, in declaration order (no label lookup on the hot path).
+    /// `tasks` per [`Disposition`] value, in declaration order (no label lookup on the hot path).
     outcomes: [IntCounter; 4],
     /// Handler run time, 1 ms … 1 h.
     pub task_duration: Histogram,
@@ -123,13 +133,7 @@ impl Metrics {
                 &["outcome"],
             ),
         );
-        let outcomes = [
-            Settled::Acked,
-            Settled::Retried,
-            Settled::DeadLettered,
-            Settled::Requeued,
-        ]
-        .map(|how| tasks.with_label_values(&[how.label()]));
+        let outcomes = Disposition::ALL.map(|how| tasks.with_label_values(&[how.label()]));
         Metrics {
             tasks,
             outcomes,
@@ -185,8 +189,8 @@ impl Metrics {
         }
     }
 
-    /// Counts a settled delivery (label handles resolved once, not per task).
-    pub fn settled(&self, how: Settled) {
+    /// Counts a delivery's disposition (label handles resolved once, not per task).
+    pub fn count(&self, how: Disposition) {
         self.outcomes[how as usize].inc();
     }
 
@@ -224,8 +228,8 @@ mod tests {
     #[test]
     fn renders_every_metric_with_its_labels() {
         let m = Metrics::new();
-        m.settled(Settled::Acked);
-        m.settled(Settled::DeadLettered);
+        m.count(Disposition::Acked);
+        m.count(Disposition::DeadLettered);
         m.queue_ready.with_label_values(&["task_queue"]).set(3);
         m.observe_task(Duration::from_millis(20));
         let text = m.render();

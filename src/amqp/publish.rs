@@ -71,7 +71,7 @@ pub async fn publish_confirmed(
     let confirm = send(channel, queue, body, properties)
         .await
         .map_err(|e| format!("publish failed: {e}"))?;
-    settle_confirm(confirm).await
+    await_confirm(confirm).await
 }
 
 async fn send(
@@ -91,7 +91,7 @@ async fn send(
         .await
 }
 
-async fn settle_confirm(confirm: PublisherConfirm) -> std::result::Result<(), String> {
+async fn await_confirm(confirm: PublisherConfirm) -> std::result::Result<(), String> {
     match confirm.await {
         Ok(Confirmation::Ack(None)) => Ok(()),
         Ok(Confirmation::Ack(Some(returned)) | Confirmation::Nack(Some(returned))) => Err(format!(
@@ -156,7 +156,7 @@ where
     for body in bodies {
         if pending.len() >= window.max(1) {
             let oldest = pending.pop_front().expect("window is not empty");
-            record(&mut report, settle_confirm(oldest).await);
+            record(&mut report, await_confirm(oldest).await);
         }
         let id = ids.next().expect("endless");
         let props = template.clone().with_message_id(id.into());
@@ -168,7 +168,7 @@ where
         pending.push_back(confirm);
     }
     for confirm in pending {
-        record(&mut report, settle_confirm(confirm).await);
+        record(&mut report, await_confirm(confirm).await);
     }
     report.elapsed = started.elapsed();
     Ok(report)

@@ -8,7 +8,7 @@ use super::acks::Ticket;
 use crate::amqp::publish::{PERSISTENT, publish_confirmed};
 use crate::handler::task::ATTEMPT_HEADER;
 use crate::handler::{Handler, Outcome, Task};
-use crate::metrics::Settled;
+use crate::metrics::Disposition;
 use lapin::Channel;
 use lapin::protocol::BasicProperties;
 use lapin::types::{AMQPValue, FieldTable};
@@ -27,12 +27,12 @@ pub(super) async fn settle<H: Handler>(
     props: &BasicProperties,
     task: &Task,
     outcome: Outcome,
-) -> Settled {
+) -> Disposition {
     let max = ctx.config.retry.max_attempts;
     match outcome {
         Outcome::Ack => {
             ticket.ack();
-            Settled::Acked
+            Disposition::Acked
         }
         Outcome::Retry { after, reason } if task.attempt < max => {
             let (delay, queue) = ctx.topo.retry_queue(task.attempt, after);
@@ -49,7 +49,7 @@ pub(super) async fn settle<H: Handler>(
                         crate::config::duration::format(delay)
                     );
                     ticket.ack();
-                    Settled::Retried
+                    Disposition::Retried
                 }
                 Err(why) => {
                     keep(
@@ -78,7 +78,7 @@ async fn dead_letter<H: Handler>(
     props: &BasicProperties,
     task: &Task,
     reason: &str,
-) -> Settled {
+) -> Disposition {
     let dead = &ctx.topo.dead;
     let mut headers = task.headers.clone();
     let now = now_secs();
@@ -108,7 +108,7 @@ async fn dead_letter<H: Handler>(
         Ok(()) => {
             error!("dead-lettered to '{dead}': {reason}");
             ticket.ack();
-            Settled::DeadLettered
+            Disposition::DeadLettered
         }
         Err(why) => {
             keep(
@@ -136,12 +136,12 @@ fn retry_headers(task: &Task, reason: &str) -> FieldTable {
 }
 
 /// The copy failed: give the task back to the broker rather than lose it.
-async fn keep(ticket: &Ticket, why: &str) -> Settled {
+async fn keep(ticket: &Ticket, why: &str) -> Disposition {
     warn!("{why}; requeueing the original so it is not lost");
     if let Err(e) = ticket.requeue().await {
         warn!("could not nack ({e}); the broker will redeliver this task when the channel closes");
     }
-    Settled::Requeued
+    Disposition::Requeued
 }
 
 /// Publishes a copy and waits for the confirm, timing it for

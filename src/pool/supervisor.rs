@@ -6,7 +6,7 @@ use super::{Ctx, Phase, poll, worker};
 use crate::amqp::{self, publish, topology};
 use crate::error::{Error, Result};
 use crate::handler::Handler;
-use crate::metrics::Settled;
+use crate::metrics::Disposition;
 use futures_lite::StreamExt;
 use lapin::options::{BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions};
 use lapin::types::FieldTable;
@@ -287,7 +287,7 @@ async fn drain<H: Handler>(ctx: &Ctx<H>, mut session: Session, tracker: &TaskTra
             };
             if delivery.acker.nack(requeue).await.is_ok() {
                 requeued += 1;
-                ctx.state.metrics.settled(Settled::Requeued);
+                ctx.state.metrics.count(Disposition::Requeued);
             }
         }
     }

@@ -6,7 +6,7 @@ use super::settle;
 use super::slots::Slot;
 use crate::handler::task::attempt_from;
 use crate::handler::{Handler, Outcome, Task};
-use crate::metrics::Settled;
+use crate::metrics::Disposition;
 use futures_lite::FutureExt;
 use lapin::Channel;
 use lapin::message::Delivery;
@@ -93,7 +93,7 @@ pub(super) async fn process<H: Handler>(
         drop(slot);
         let settled = if outcome == Outcome::Ack {
             ticket.ack();
-            Settled::Acked
+            Disposition::Acked
         } else {
             // Boxed: the retry/dead-letter path (publish + confirm) is rare and
             // large; keeping it out of line keeps every task's future small.
@@ -107,7 +107,7 @@ pub(super) async fn process<H: Handler>(
             ))
             .await
         };
-        metrics.settled(settled);
+        metrics.count(settled);
     }
     .instrument(span)
     .await;
