@@ -5,10 +5,11 @@
 //! same message (key + flag name) as a bad YAML or env value.
 
 use crate::amqp::{self, publish, topology};
+use crate::app::App;
 use crate::config::{self, Config};
 use crate::error::{Error, Result};
 use crate::handler::Builtin;
-use crate::{pool, status};
+use crate::status;
 use clap::{Args, Parser, Subcommand};
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
@@ -206,7 +207,7 @@ pub async fn run(cli: Cli, shutdown: CancellationToken) -> Result<()> {
         Command::Work(args) => {
             let config = args.load()?;
             let handler = Builtin::from_config(&config)?;
-            pool::run(config, handler, shutdown).await
+            App::new(config, handler).serve_http().run(shutdown).await
         }
         Command::Publish(args) => run_publish(args).await,
         Command::Status(args) => {

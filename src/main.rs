@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    warren::install_crypto_provider();
     let cli = warren::cli::Cli::parse();
     let telemetry = warren::telemetry::init();
     let shutdown = match warren::shutdown::on_signals() {

@@ -194,6 +194,13 @@ impl Metrics {
         self.outcomes[how as usize].inc();
     }
 
+    /// Counts a delivery in `warren_tasks_in_flight` until the guard drops,
+    /// however the task ends (settled, abandoned, or its future dropped).
+    pub fn track_in_flight(&self) -> InFlight<'_> {
+        self.in_flight.inc();
+        InFlight(&self.in_flight)
+    }
+
     /// Records a handler run.
     pub fn observe_task(&self, took: Duration) {
         self.task_duration.observe(took.as_secs_f64());
@@ -206,6 +213,15 @@ impl Metrics {
             .encode(&self.registry.gather(), &mut out)
             .expect("text encoding into a Vec cannot fail");
         String::from_utf8(out).expect("the text format is UTF-8")
+    }
+}
+
+/// Holds one unit of `warren_tasks_in_flight`; see [`Metrics::track_in_flight`].
+pub struct InFlight<'a>(&'a IntGauge);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }
 

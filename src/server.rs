@@ -7,9 +7,9 @@
 //! - `/metrics`: Prometheus text format from Warren's own registry.
 
 use crate::error::{Error, Result};
-use crate::pool::State;
+use crate::health::Health;
 use axum::Router;
-use axum::extract::State as Shared;
+use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
@@ -28,17 +28,17 @@ pub async fn bind(addr: &str) -> Result<TcpListener> {
 }
 
 /// The routes, for tests and embedding.
-pub fn router(state: Arc<State>) -> Router {
+pub fn router(health: Arc<Health>) -> Router {
     Router::new()
         .route("/livez", get(livez))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .with_state(state)
+        .with_state(health)
 }
 
 /// Serves until `stop` is cancelled.
-pub async fn serve(listener: TcpListener, state: Arc<State>, stop: CancellationToken) {
-    let app = router(state);
+pub async fn serve(listener: TcpListener, health: Arc<Health>, stop: CancellationToken) {
+    let app = router(health);
     let shutdown = async move { stop.cancelled().await };
     if let Err(e) = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
@@ -52,8 +52,8 @@ async fn livez() -> &'static str {
     "ok\n"
 }
 
-async fn readyz(Shared(state): Shared<Arc<State>>) -> impl IntoResponse {
-    match state.readiness() {
+async fn readyz(State(health): State<Arc<Health>>) -> impl IntoResponse {
+    match health.readiness() {
         Ok(()) => (StatusCode::OK, "ready\n".to_owned()),
         Err(why) => (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -62,12 +62,12 @@ async fn readyz(Shared(state): Shared<Arc<State>>) -> impl IntoResponse {
     }
 }
 
-async fn metrics(Shared(state): Shared<Arc<State>>) -> impl IntoResponse {
+async fn metrics(State(health): State<Arc<Health>>) -> impl IntoResponse {
     (
         [(
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        state.metrics.render(),
+        health.metrics.render(),
     )
 }

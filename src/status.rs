@@ -1,10 +1,11 @@
 //! `warren status`: the queue's depth and consumers, like
 //! `rabbitmqctl list_queues name messages_ready messages_unacknowledged consumers`.
 
+use crate::amqp;
 use crate::amqp::topology::{Topology, inspect};
-use crate::amqp::{self, redact::redact_url};
 use crate::config::Config;
 use crate::error::{Error, Result};
+use crate::redact::redact_url;
 use std::fmt::Write;
 
 /// One row of the report.
@@ -56,7 +57,7 @@ pub async fn queue_status(config: &Config) -> Result<Vec<QueueStatus>> {
     }
     let _ = conn.close(200, "done".into()).await;
     if let Some(base) = &config.amqp.management_url {
-        let vhost = amqp::redact::parse_amqp_url(&config.amqp.url)?.vhost;
+        let vhost = crate::redact::parse_amqp_url(&config.amqp.url)?.vhost;
         for row in &mut rows {
             row.unacked = Some(unacked(base, &vhost, &row.name).await?);
         }
@@ -83,7 +84,6 @@ async fn unacked(base: &str, vhost: &str, queue: &str) -> Result<u64> {
         .map_err(|()| fail("not a base URL".into()))?
         .pop_if_empty()
         .extend(["api", "queues", vhost, queue]);
-    crate::install_crypto_provider();
     let mut request = reqwest::Client::new().get(url);
     if !user.is_empty() {
         request = request.basic_auth(user, password);

@@ -48,7 +48,6 @@ async fn outcomes_are_settled_with_retries_and_dead_letters() {
     config.retry.max_attempts = 3;
     config.retry.backoff = vec![Duration::from_millis(200), Duration::from_millis(400)];
     config.pool.concurrency = 4;
-    config.server.listen = "127.0.0.1:0".into();
 
     let handler = std::sync::Arc::new(Scripted::default());
     struct Shared(std::sync::Arc<Scripted>);

@@ -9,9 +9,9 @@
 //! trust to that CA alone. The host name checked is the one in `amqp.url`. A
 //! failed verification is an error: there is no plaintext fallback.
 
-use super::redact::{parse_amqp_url, redact_url};
 use crate::config::{AmqpConfig, TlsConfig};
 use crate::error::{Error, Result};
+use crate::redact::{parse_amqp_url, redact_url};
 use lapin::protocol::{AMQPErrorKind, AMQPHardError, AMQPSoftError};
 use lapin::tcp::{OwnedIdentity, OwnedTLSConfig};
 use lapin::uri::AMQPScheme;
@@ -30,11 +30,8 @@ pub async fn connect(cfg: &AmqpConfig, name: &str) -> Result<Connection> {
     let props = ConnectionProperties::default().with_connection_name(name.into());
     let shown = redact_url(&cfg.url);
     let tls = match uri.scheme {
-        AMQPScheme::AMQPS => {
-            // Otherwise rustls-connector would pick aws-lc-rs for the process.
-            crate::install_crypto_provider();
-            tls_config(&cfg.tls)?
-        }
+        // The entry points installed ring as the crypto provider (`crate::crypto`).
+        AMQPScheme::AMQPS => tls_config(&cfg.tls)?,
         // Config::validate says so too; this covers callers that skip it.
         AMQPScheme::AMQP if cfg.tls != TlsConfig::default() => {
             return Err(Error::config(

@@ -335,7 +335,7 @@ impl HttpConfig {
     /// A copy safe to print: passwords in `url` and `ready_url` replaced by `***`
     /// (a sidecar URL may carry basic-auth credentials).
     pub fn redacted(&self) -> HttpConfig {
-        let redact = |u: &Option<String>| u.as_deref().map(crate::amqp::redact::redact_url);
+        let redact = |u: &Option<String>| u.as_deref().map(crate::redact::redact_url);
         HttpConfig {
             url: redact(&self.url),
             ready_url: redact(&self.ready_url),
@@ -399,7 +399,7 @@ impl Config {
     /// Checks ranges and combinations; returns warnings for legal but doubtful values.
     pub fn validate(&self) -> Result<Vec<String>> {
         let mut warnings = Vec::new();
-        crate::amqp::redact::parse_amqp_url(&self.amqp.url)?;
+        crate::redact::parse_amqp_url(&self.amqp.url)?;
         if self.queue.name.is_empty() || self.queue.name.len() > 255 {
             return Err(Error::config(
                 "queue.name",
@@ -492,7 +492,7 @@ impl Config {
         let Some((first, _, _)) = files.iter().find(|(_, _, path)| path.is_some()) else {
             return Ok(());
         };
-        let scheme = crate::amqp::redact::parse_amqp_url(&self.amqp.url)?.scheme;
+        let scheme = crate::redact::parse_amqp_url(&self.amqp.url)?.scheme;
         if scheme != lapin::uri::AMQPScheme::AMQPS {
             return Err(Error::config(
                 *first,
@@ -599,7 +599,7 @@ impl Config {
     fn validate_http(&self) -> Result<()> {
         /// An absolute http(s) URL; the message shows it with the password redacted.
         fn check_http_url(key: &str, url: &str) -> Result<()> {
-            let shown = crate::amqp::redact::redact_url(url);
+            let shown = crate::redact::redact_url(url);
             match reqwest::Url::parse(url) {
                 Ok(u) if matches!(u.scheme(), "http" | "https") && u.has_host() => Ok(()),
                 Ok(_) => Err(Error::config(
@@ -635,12 +635,12 @@ impl Config {
     /// A copy safe to print: the AMQP and management passwords replaced by `***`.
     pub fn redacted(&self) -> Config {
         let mut copy = self.clone();
-        copy.amqp.url = crate::amqp::redact::redact_url(&copy.amqp.url);
+        copy.amqp.url = crate::redact::redact_url(&copy.amqp.url);
         copy.amqp.management_url = copy
             .amqp
             .management_url
             .as_deref()
-            .map(crate::amqp::redact::redact_url);
+            .map(crate::redact::redact_url);
         copy.handler.http = copy.handler.http.redacted();
         copy
     }

@@ -9,9 +9,9 @@
 //! See docs/handlers.md for the full contract.
 
 use super::{Handler, Outcome, Task};
-use crate::amqp::redact::redact_url;
 use crate::config::HttpConfig;
 use crate::error::{Error, Result};
+use crate::redact::redact_url;
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
 use reqwest::{Client, Response, StatusCode, Url};
 use std::sync::Arc;
@@ -61,8 +61,6 @@ impl HttpHandler {
             Some(r) => Some(parse("handler.http.ready_url", r)?),
             None => None,
         };
-        // reqwest is built without a bundled crypto provider.
-        crate::install_crypto_provider();
         let client = Client::builder()
             .pool_max_idle_per_host(concurrency as usize)
             .timeout(config.timeout)

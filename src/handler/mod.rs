@@ -113,6 +113,8 @@ impl Builtin {
             HandlerKind::Sleep => Builtin::Sleep(SleepHandler::new(handler.sleep.per_dot)),
             HandlerKind::Exec => Builtin::Exec(ExecHandler::new(&handler.exec)?),
             HandlerKind::Http => {
+                // An entry point for library users too: reqwest needs the provider.
+                crate::crypto::install_crypto_provider();
                 Builtin::Http(HttpHandler::new(&handler.http, config.pool.concurrency)?)
             }
         })

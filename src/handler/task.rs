@@ -1,6 +1,7 @@
 //! One unit of work as a handler sees it: the body and its metadata.
 
-use lapin::types::{AMQPValue, FieldTable};
+use lapin::message::Delivery;
+use lapin::types::{AMQPValue, FieldTable, ShortString};
 
 /// The header carrying the attempt number across retries (1 = first try).
 pub const ATTEMPT_HEADER: &str = "x-warren-attempt";
@@ -30,6 +31,26 @@ pub struct Task {
 }
 
 impl Task {
+    /// The task a delivery carries. Takes the body out of `delivery` (no copy);
+    /// the tag, acker and properties stay with the pool, which needs them to
+    /// settle the delivery and to build retry and dead-letter copies.
+    pub fn from_delivery(delivery: &mut Delivery, queue: &str) -> Task {
+        let props = &delivery.properties;
+        let text = |s: &Option<ShortString>| s.as_ref().map(ToString::to_string);
+        let headers = props.headers().clone().unwrap_or_default();
+        Task {
+            body: std::mem::take(&mut delivery.data),
+            attempt: attempt_from(&headers),
+            headers,
+            message_id: text(props.message_id()),
+            correlation_id: text(props.correlation_id()),
+            content_type: text(props.content_type()),
+            redelivered: delivery.redelivered,
+            queue: queue.to_owned(),
+            routing_key: delivery.routing_key.to_string(),
+        }
+    }
+
     /// A short, printable form of the body for log lines (lossy, truncated).
     pub fn preview(&self) -> String {
         const MAX: usize = 120;

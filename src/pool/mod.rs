@@ -1,93 +1,89 @@
 //! The worker pool: one connection, one channel, one consumer, N workers.
 //!
 //! - [`supervisor`] connects, declares, consumes, reconnects, and drains on shutdown.
-//! - [`worker`] turns a delivery into a [`Task`](crate::Task), runs the handler
-//!   (catching panics, enforcing the timeout) and hands the outcome to settle.
-//! - [`settle`] maps the outcome to AMQP: ack, retry copy, or dead letter —
+//! - [`worker`] runs the handler on one task (catching panics, enforcing the
+//!   timeout) and hands the outcome to settle.
+//! - [`settle`]: an [`Unsettled`](settle::Unsettled) delivery and the only
+//!   ways it leaves the pool — ack, retry copy, dead letter, or requeue —
 //!   never acking the original before a copy is confirmed.
+//! - [`acks`] coalesces acks; [`slots`] numbers the workers.
+//!
+//! The pool depends on config, amqp, handler and health only. It reports
+//! through [`Health`], and with each connection it opens a spare channel that
+//! it announces on a watch, so an observer (the queue-depth poller) can ask
+//! the broker things without the pool knowing who it is.
 
 mod acks;
-mod poll;
 mod settle;
 mod slots;
-mod state;
 mod supervisor;
 mod worker;
-
-pub use state::{Phase, State};
 
 use crate::amqp::topology::Topology;
 use crate::config::Config;
 use crate::error::Result;
 use crate::handler::Handler;
+use crate::health::Health;
+use lapin::Channel;
 use std::sync::Arc;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
-use tracing::info;
 
-/// What every worker needs, built once per pool.
-struct Ctx<H> {
-    handler: H,
+/// What every worker shares, apart from the handler (kept separate so the
+/// settle, drain and copy code is not generic over it).
+struct Context {
     config: Config,
     topo: Topology,
-    state: Arc<State>,
+    health: Arc<Health>,
     /// Host or pod name, recorded in dead-letter headers and the connection name.
     worker_name: String,
     /// Cancelled when the drain deadline passes: workers abandon their tasks.
     hard_stop: CancellationToken,
+    /// A spare channel on the live connection, for observers; None between
+    /// sessions. Not the consuming channel: an observer's failed passive
+    /// declare closes the channel it ran on.
+    observer_channel: watch::Sender<Option<Channel>>,
 }
 
-/// Runs the pool with `handler` until `shutdown` is cancelled, then drains
-/// (in-flight tasks finish within `pool.shutdown_timeout`) and returns.
-/// Serves /livez, /readyz and /metrics on `server.listen` meanwhile.
-/// Returns an error only for problems retrying cannot fix (invalid config,
-/// a queue declared elsewhere with other arguments).
-pub async fn run<H: Handler>(
-    config: Config,
-    handler: H,
-    shutdown: CancellationToken,
-) -> Result<()> {
-    run_with_state(config, handler, shutdown, Arc::default()).await
+/// A configured pool, not yet running.
+pub struct Pool {
+    ctx: Arc<Context>,
 }
 
-/// [`run`], reporting readiness and in-flight counts through `state`.
-pub async fn run_with_state<H: Handler>(
-    config: Config,
-    handler: H,
-    shutdown: CancellationToken,
-    state: Arc<State>,
-) -> Result<()> {
-    for warning in config.validate()? {
-        tracing::warn!("{warning}");
+impl Pool {
+    /// A pool for a validated `config`, reporting through `health`.
+    pub fn new(config: Config, health: Arc<Health>) -> Pool {
+        let (observer_channel, _) = watch::channel(None);
+        Pool {
+            ctx: Arc::new(Context {
+                topo: Topology::from_config(&config),
+                worker_name: worker_name(),
+                hard_stop: CancellationToken::new(),
+                config,
+                health,
+                observer_channel,
+            }),
+        }
     }
-    let listener = crate::server::bind(&config.server.listen).await?;
-    if let Ok(addr) = listener.local_addr() {
-        info!("serving /livez /readyz /metrics on http://{addr}");
+
+    /// A channel of each connection the pool opens, for observers (None
+    /// while it has no connection).
+    pub fn observer_channels(&self) -> watch::Receiver<Option<Channel>> {
+        self.ctx.observer_channel.subscribe()
     }
-    let ctx = Arc::new(Ctx {
-        topo: Topology::from_config(&config),
-        worker_name: worker_name(),
-        hard_stop: CancellationToken::new(),
-        handler,
-        config,
-        state,
-    });
-    let background = CancellationToken::new();
-    let server = tokio::spawn(crate::server::serve(
-        listener,
-        ctx.state.clone(),
-        background.clone(),
-    ));
-    tokio::spawn(poll::handler_ready(ctx.clone(), background.clone()));
-    tokio::spawn(crate::kube::run(
-        ctx.state.clone(),
-        ctx.config.kube.clone(),
-        background.clone(),
-    ));
-    let result = supervisor::supervise(ctx.clone(), shutdown).await;
-    ctx.state.set_phase(Phase::Stopped);
-    background.cancel();
-    let _ = server.await;
-    result
+
+    /// The queues the pool uses.
+    pub fn topology(&self) -> &Topology {
+        &self.ctx.topo
+    }
+
+    /// Consumes with `handler` until `shutdown` is cancelled, then drains
+    /// (in-flight tasks finish within `pool.shutdown_timeout`) and returns.
+    /// Returns an error only for problems retrying cannot fix (a queue
+    /// declared elsewhere with other arguments, a missing queue).
+    pub async fn run<H: Handler>(self, handler: Arc<H>, shutdown: CancellationToken) -> Result<()> {
+        supervisor::supervise(self.ctx, handler, shutdown).await
+    }
 }
 
 /// POD_NAME (set by the Helm chart from the downward API), else the host name.

@@ -3,11 +3,11 @@
 //! confirmed by the broker. If a copy cannot be confirmed, the original is
 //! nacked with requeue, so the broker still holds the task.
 
-use super::Ctx;
+use super::Context;
 use super::acks::Ticket;
 use crate::amqp::publish::{PERSISTENT, publish_confirmed};
 use crate::handler::task::ATTEMPT_HEADER;
-use crate::handler::{Handler, Outcome, Task};
+use crate::handler::{Outcome, Task};
 use crate::metrics::Disposition;
 use lapin::Channel;
 use lapin::protocol::BasicProperties;
@@ -19,67 +19,126 @@ use tracing::{error, info, warn};
 pub const FIRST_FAILURE: &str = "x-warren-first-failure";
 pub const LAST_ERROR: &str = "x-warren-last-error";
 
-/// Settles one delivery according to the handler's outcome.
-pub(super) async fn settle<H: Handler>(
-    ctx: &Ctx<H>,
-    channel: &Channel,
-    ticket: &Ticket,
-    props: &BasicProperties,
-    task: &Task,
-    outcome: Outcome,
-) -> Disposition {
-    let max = ctx.config.retry.max_attempts;
-    match outcome {
-        Outcome::Ack => {
-            ticket.ack();
-            Disposition::Acked
+/// A delivery the pool holds unacked. The methods below are the only ways it
+/// leaves the pool, and each consumes it, so none is settled twice.
+pub(super) struct Unsettled {
+    ticket: Ticket,
+    /// The consuming channel: copies are published (and confirmed) on it.
+    channel: Channel,
+    /// The original's properties, kept on retry and dead-letter copies.
+    props: BasicProperties,
+}
+
+impl Unsettled {
+    /// Wraps a delivery whose tag `ticket` registered with the ack batcher.
+    pub(super) fn new(ticket: Ticket, channel: Channel, props: BasicProperties) -> Self {
+        Unsettled {
+            ticket,
+            channel,
+            props,
         }
-        Outcome::Retry { after, reason } if task.attempt < max => {
-            let (delay, queue) = ctx.topo.retry_queue(task.attempt, after);
-            let headers = retry_headers(task, &reason);
-            let copy = props
-                .clone()
-                .with_headers(headers)
-                .with_delivery_mode(PERSISTENT);
-            match confirmed_copy(ctx, channel, queue, &task.body, copy).await {
-                Ok(()) => {
-                    info!(
-                        "attempt {} of {max} failed ({reason}); retrying in {}",
-                        task.attempt,
-                        crate::config::duration::format(delay)
-                    );
-                    ticket.ack();
-                    Disposition::Retried
-                }
-                Err(why) => {
-                    keep(
-                        ticket,
-                        &format!("retry copy to '{queue}' not confirmed: {why}"),
-                    )
-                    .await
-                }
+    }
+
+    /// Settles according to the handler's outcome.
+    pub(super) async fn settle(self, ctx: &Context, task: &Task, outcome: Outcome) -> Disposition {
+        if outcome == Outcome::Ack {
+            self.ticket.ack();
+            return Disposition::Acked;
+        }
+        // Boxed: the retry/dead-letter path (publish + confirm) is rare and
+        // large; keeping it out of line keeps every task's future small.
+        Box::pin(self.settle_failure(ctx, task, outcome)).await
+    }
+
+    async fn settle_failure(self, ctx: &Context, task: &Task, outcome: Outcome) -> Disposition {
+        let max = ctx.config.retry.max_attempts;
+        match outcome {
+            Outcome::Ack => {
+                self.ticket.ack();
+                Disposition::Acked
+            }
+            Outcome::Retry { after, reason } if task.attempt < max => {
+                self.retry(ctx, task, after, &reason).await
+            }
+            Outcome::Retry { reason, .. } => {
+                let reason = format!(
+                    "gave up after {} attempts; last error: {reason}",
+                    task.attempt
+                );
+                self.dead_letter(ctx, task, &reason).await
+            }
+            Outcome::Reject { reason } => self.dead_letter(ctx, task, &reason).await,
+        }
+    }
+
+    /// A copy with attempt + 1 into the retry queue for this attempt's delay.
+    async fn retry(
+        self,
+        ctx: &Context,
+        task: &Task,
+        after: Option<std::time::Duration>,
+        reason: &str,
+    ) -> Disposition {
+        let max = ctx.config.retry.max_attempts;
+        let (delay, queue) = ctx.topo.retry_queue(task.attempt, after);
+        let copy = self.copy_props(retry_headers(task, reason));
+        match confirmed_copy(ctx, &self.channel, queue, &task.body, copy).await {
+            Ok(()) => {
+                info!(
+                    "attempt {} of {max} failed ({reason}); retrying in {}",
+                    task.attempt,
+                    crate::config::duration::format(delay)
+                );
+                self.ticket.ack();
+                Disposition::Retried
+            }
+            Err(why) => {
+                let why = format!("retry copy to '{queue}' not confirmed: {why}");
+                self.requeue_original(&why).await
             }
         }
-        Outcome::Retry { reason, .. } => {
-            let reason = format!(
-                "gave up after {} attempts; last error: {reason}",
-                task.attempt
-            );
-            dead_letter(ctx, channel, ticket, props, task, &reason).await
+    }
+
+    /// A copy with the reason and history into the dead-letter queue.
+    async fn dead_letter(self, ctx: &Context, task: &Task, reason: &str) -> Disposition {
+        let dead = &ctx.topo.dead;
+        let copy = self.copy_props(dead_letter_headers(task, reason, &ctx.worker_name));
+        match confirmed_copy(ctx, &self.channel, dead, &task.body, copy).await {
+            Ok(()) => {
+                error!("dead-lettered to '{dead}': {reason}");
+                self.ticket.ack();
+                Disposition::DeadLettered
+            }
+            Err(why) => {
+                let why = format!("dead letter to '{dead}' not confirmed: {why}");
+                self.requeue_original(&why).await
+            }
         }
-        Outcome::Reject { reason } => dead_letter(ctx, channel, ticket, props, task, &reason).await,
+    }
+
+    /// The copy failed: give the original back to the broker rather than lose it.
+    async fn requeue_original(self, why: &str) -> Disposition {
+        warn!("{why}; requeueing the original so it is not lost");
+        if let Err(e) = self.ticket.requeue().await {
+            warn!(
+                "could not nack ({e}); the broker will redeliver this task when the channel closes"
+            );
+        }
+        Disposition::Requeued
+    }
+
+    /// The original's properties with `headers`, persistent.
+    fn copy_props(&self, headers: FieldTable) -> BasicProperties {
+        self.props
+            .clone()
+            .with_headers(headers)
+            .with_delivery_mode(PERSISTENT)
     }
 }
 
-async fn dead_letter<H: Handler>(
-    ctx: &Ctx<H>,
-    channel: &Channel,
-    ticket: &Ticket,
-    props: &BasicProperties,
-    task: &Task,
-    reason: &str,
-) -> Disposition {
-    let dead = &ctx.topo.dead;
+/// Dead-letter headers: the reason, attempts, first/last failure, worker,
+/// and where the task came from (docs/reliability.md lists them).
+fn dead_letter_headers(task: &Task, reason: &str, worker: &str) -> FieldTable {
     let mut headers = task.headers.clone();
     let now = now_secs();
     let first = task.headers.inner().get(FIRST_FAILURE).cloned();
@@ -94,30 +153,13 @@ async fn dead_letter<H: Handler>(
         first.unwrap_or(AMQPValue::Timestamp(now)),
     );
     headers.insert("x-warren-last-failure".into(), AMQPValue::Timestamp(now));
-    headers.insert("x-warren-worker".into(), text(&ctx.worker_name));
+    headers.insert("x-warren-worker".into(), text(worker));
     headers.insert("x-warren-original-queue".into(), text(&task.queue));
     headers.insert(
         "x-warren-original-routing-key".into(),
         text(&task.routing_key),
     );
-    let copy = props
-        .clone()
-        .with_headers(headers)
-        .with_delivery_mode(PERSISTENT);
-    match confirmed_copy(ctx, channel, dead, &task.body, copy).await {
-        Ok(()) => {
-            error!("dead-lettered to '{dead}': {reason}");
-            ticket.ack();
-            Disposition::DeadLettered
-        }
-        Err(why) => {
-            keep(
-                ticket,
-                &format!("dead letter to '{dead}' not confirmed: {why}"),
-            )
-            .await
-        }
-    }
+    headers
 }
 
 /// Headers for the next attempt: attempt + 1, first failure time kept.
@@ -135,19 +177,10 @@ fn retry_headers(task: &Task, reason: &str) -> FieldTable {
     headers
 }
 
-/// The copy failed: give the task back to the broker rather than lose it.
-async fn keep(ticket: &Ticket, why: &str) -> Disposition {
-    warn!("{why}; requeueing the original so it is not lost");
-    if let Err(e) = ticket.requeue().await {
-        warn!("could not nack ({e}); the broker will redeliver this task when the channel closes");
-    }
-    Disposition::Requeued
-}
-
 /// Publishes a copy and waits for the confirm, timing it for
 /// `warren_publish_confirm_seconds`.
-async fn confirmed_copy<H: Handler>(
-    ctx: &Ctx<H>,
+async fn confirmed_copy(
+    ctx: &Context,
     channel: &Channel,
     queue: &str,
     body: &[u8],
@@ -160,7 +193,7 @@ async fn confirmed_copy<H: Handler>(
     let started = std::time::Instant::now();
     let result = publish_confirmed(channel, queue, body, props).await;
     let took = started.elapsed().as_secs_f64();
-    ctx.state.metrics.publish_confirm.observe(took);
+    ctx.health.metrics.publish_confirm.observe(took);
     result
 }
 

@@ -1,11 +1,13 @@
 //! The supervisor: connect → declare → consume → (lost: reconnect) → drain.
 
 use super::acks::{Acks, Ticket};
+use super::settle::Unsettled;
 use super::slots::Slots;
-use super::{Ctx, Phase, poll, worker};
+use super::{Context, worker};
 use crate::amqp::{self, publish, topology};
 use crate::error::{Error, Result};
-use crate::handler::Handler;
+use crate::handler::{Handler, Task};
+use crate::health::Phase;
 use crate::metrics::Disposition;
 use futures_lite::StreamExt;
 use lapin::options::{BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions};
@@ -38,19 +40,20 @@ enum End {
 /// Runs sessions until shutdown; reconnects with capped exponential backoff
 /// and jitter when the broker goes away. Only permanent errors return early.
 pub(super) async fn supervise<H: Handler>(
-    ctx: Arc<Ctx<H>>,
+    ctx: Arc<Context>,
+    handler: Arc<H>,
     shutdown: CancellationToken,
 ) -> Result<()> {
     let mut slots = Slots::new(ctx.config.pool.concurrency as usize);
     let tracker = TaskTracker::new();
-    let metrics = &ctx.state.metrics;
+    let metrics = &ctx.health.metrics;
     metrics.workers.set(ctx.config.pool.concurrency.into());
     metrics
         .prefetch
         .set(ctx.config.pool.effective_prefetch().into());
     let mut failures: u32 = 0;
     loop {
-        if wait_for_handler(&ctx, &shutdown).await {
+        if wait_for_handler(&*handler, &shutdown).await {
             break;
         }
         let opened = tokio::select! {
@@ -77,22 +80,28 @@ pub(super) async fn supervise<H: Handler>(
             metrics.reconnects.inc();
             info!("reconnected after {failures} failed attempt(s)");
         }
-        ctx.state.set_phase(Phase::Consuming);
-        let poller_stop = CancellationToken::new();
-        if let Ok(channel) = session.conn.create_channel().await {
-            tokio::spawn(poll::queues(ctx.clone(), channel, poller_stop.clone()));
-        }
-        let end = consume(&ctx, &mut session, &mut slots, &tracker, &shutdown).await;
-        poller_stop.cancel();
+        ctx.health.set_phase(Phase::Consuming);
+        ctx.observer_channel
+            .send_replace(session.conn.create_channel().await.ok());
+        let end = consume(
+            &ctx,
+            &handler,
+            &mut session,
+            &mut slots,
+            &tracker,
+            &shutdown,
+        )
+        .await;
+        ctx.observer_channel.send_replace(None);
         match end {
             End::Shutdown => {
                 drain(&ctx, session, &tracker).await;
                 return Ok(());
             }
             End::Lost(reason) => {
-                ctx.state.set_phase(Phase::Reconnecting);
+                ctx.health.set_phase(Phase::Reconnecting);
                 warn!(
-                    in_flight = ctx.state.in_flight(),
+                    in_flight = ctx.health.in_flight(),
                     "lost the broker ({}); reconnecting. Tasks in flight cannot be acked on a new \
                      channel: the broker will redeliver them",
                     explain_loss(&reason)
@@ -105,7 +114,7 @@ pub(super) async fn supervise<H: Handler>(
             }
         }
     }
-    ctx.state.set_phase(Phase::Draining);
+    ctx.health.set_phase(Phase::Draining);
     wait_in_flight(&ctx, &tracker).await;
     Ok(())
 }
@@ -113,10 +122,10 @@ pub(super) async fn supervise<H: Handler>(
 /// Holds off consuming while the handler says it cannot work (e.g. its HTTP
 /// sidecar is still starting), so tasks are not failed for nothing.
 /// True when shutdown came first.
-async fn wait_for_handler<H: Handler>(ctx: &Ctx<H>, shutdown: &CancellationToken) -> bool {
+async fn wait_for_handler<H: Handler>(handler: &H, shutdown: &CancellationToken) -> bool {
     let mut logged = false;
     loop {
-        match ctx.handler.ready().await {
+        match handler.ready().await {
             Ok(()) => return false,
             Err(why) if !logged => {
                 warn!("waiting for the handler to be ready before consuming: {why}");
@@ -153,7 +162,7 @@ fn is_permanent(e: &Error) -> bool {
 }
 
 /// Connects and starts consuming.
-async fn open<H: Handler>(ctx: &Ctx<H>) -> Result<Session> {
+async fn open(ctx: &Context) -> Result<Session> {
     let pid = std::process::id();
     let name = format!("warren work {}/{pid}", ctx.worker_name);
     let conn = amqp::connect(&ctx.config.amqp, &name).await?;
@@ -177,10 +186,7 @@ async fn open<H: Handler>(ctx: &Ctx<H>) -> Result<Session> {
     }
 }
 
-async fn start_consuming<H: Handler>(
-    ctx: &Ctx<H>,
-    conn: &Connection,
-) -> Result<(Channel, Consumer)> {
+async fn start_consuming(ctx: &Context, conn: &Connection) -> Result<(Channel, Consumer)> {
     let pool = &ctx.config.pool;
     let queue = &ctx.topo.queue;
     let channel = conn
@@ -219,7 +225,8 @@ async fn start_consuming<H: Handler>(
 
 /// The dispatcher: a free worker first, then a delivery for it.
 async fn consume<H: Handler>(
-    ctx: &Arc<Ctx<H>>,
+    ctx: &Arc<Context>,
+    handler: &Arc<H>,
     session: &mut Session,
     slots: &mut Slots,
     tracker: &TaskTracker,
@@ -240,15 +247,16 @@ async fn consume<H: Handler>(
             next = session.consumer.next() => next,
         };
         match next {
-            Some(Ok(delivery)) => {
-                let ticket =
-                    Ticket::issue(&session.acks, delivery.delivery_tag, delivery.acker.clone());
-                let channel = session.channel.clone();
+            Some(Ok(mut delivery)) => {
+                let task = Task::from_delivery(&mut delivery, &ctx.topo.queue);
+                let ticket = Ticket::issue(&session.acks, delivery.delivery_tag, delivery.acker);
+                let unsettled =
+                    Unsettled::new(ticket, session.channel.clone(), delivery.properties);
                 tracker.spawn(worker::process(
                     ctx.clone(),
-                    channel,
-                    delivery,
-                    ticket,
+                    handler.clone(),
+                    task,
+                    unsettled,
                     slot,
                 ));
             }
@@ -260,11 +268,11 @@ async fn consume<H: Handler>(
 
 /// Graceful stop: no new deliveries, prefetched ones back to the queue now,
 /// in-flight ones get `shutdown_timeout` to finish and be acked, then close.
-async fn drain<H: Handler>(ctx: &Ctx<H>, mut session: Session, tracker: &TaskTracker) {
-    ctx.state.set_phase(Phase::Draining);
+async fn drain(ctx: &Context, mut session: Session, tracker: &TaskTracker) {
+    ctx.health.set_phase(Phase::Draining);
     let tag = session.consumer.tag();
     info!(
-        in_flight = ctx.state.in_flight(),
+        in_flight = ctx.health.in_flight(),
         "draining: cancelling the consumer"
     );
     if let Err(e) = session
@@ -287,7 +295,7 @@ async fn drain<H: Handler>(ctx: &Ctx<H>, mut session: Session, tracker: &TaskTra
             };
             if delivery.acker.nack(requeue).await.is_ok() {
                 requeued += 1;
-                ctx.state.metrics.count(Disposition::Requeued);
+                ctx.health.metrics.count(Disposition::Requeued);
             }
         }
     }
@@ -310,12 +318,12 @@ async fn drain<H: Handler>(ctx: &Ctx<H>, mut session: Session, tracker: &TaskTra
     info!("stopped");
 }
 
-async fn wait_in_flight<H: Handler>(ctx: &Ctx<H>, tracker: &TaskTracker) {
+async fn wait_in_flight(ctx: &Context, tracker: &TaskTracker) {
     tracker.close();
     let limit = ctx.config.pool.shutdown_timeout;
     if tokio::time::timeout(limit, tracker.wait()).await.is_err() {
         warn!(
-            in_flight = ctx.state.in_flight(),
+            in_flight = ctx.health.in_flight(),
             "shutdown_timeout ({}) passed with tasks still running; stopping them, the broker requeues them",
             crate::config::duration::format(&limit)
         );

@@ -1,132 +1,75 @@
-//! One worker turn: delivery → task → handler (guarded) → settle.
+//! One worker turn: task → handler (guarded) → settle.
 
-use super::Ctx;
-use super::acks::Ticket;
-use super::settle;
+use super::Context;
+use super::settle::Unsettled;
 use super::slots::Slot;
-use crate::handler::task::attempt_from;
 use crate::handler::{Handler, Outcome, Task};
-use crate::metrics::Disposition;
+use crate::telemetry::span::TaskFields;
 use futures_lite::FutureExt;
-use lapin::Channel;
-use lapin::message::Delivery;
-use prometheus::{IntCounter, IntGauge};
+use prometheus::IntCounter;
 use std::any::Any;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tracing::{Instrument, error, info_span, warn};
+use tracing::{Instrument, error, warn};
 
-/// Processes one delivery on the worker holding `slot`.
+/// Processes one task on the worker holding `slot`, then settles its delivery.
 pub(super) async fn process<H: Handler>(
-    ctx: Arc<Ctx<H>>,
-    channel: Channel,
-    delivery: Delivery,
-    ticket: Ticket,
+    ctx: Arc<Context>,
+    handler: Arc<H>,
+    task: Task,
+    delivery: Unsettled,
     slot: Slot,
 ) {
-    let Delivery {
-        routing_key,
-        redelivered,
-        properties,
-        data,
-        ..
-    } = delivery;
-    let headers = properties.headers().clone().unwrap_or_default();
-    let task = Task {
-        body: data,
-        attempt: attempt_from(&headers),
-        headers,
-        message_id: properties.message_id().as_ref().map(ToString::to_string),
-        correlation_id: properties
-            .correlation_id()
-            .as_ref()
-            .map(ToString::to_string),
-        content_type: properties.content_type().as_ref().map(ToString::to_string),
-        redelivered,
-        queue: ctx.topo.queue.clone(),
-        routing_key: routing_key.to_string(),
+    let fields = TaskFields {
+        queue: &task.queue,
+        message_id: task.message_id.as_deref(),
+        attempt: task.attempt,
+        redelivered: task.redelivered,
+        headers: &task.headers,
     };
-    let span = info_span!(
-        "task",
-        otel.name = %format!("{} process", ctx.topo.queue),
-        otel.kind = "consumer",
-        messaging.system = "rabbitmq",
-        messaging.operation = "process",
-        messaging.destination.name = %ctx.topo.queue,
-        messaging.message.id = task.message_id.as_deref().unwrap_or(""),
-        worker = slot.id(),
-        attempt = task.attempt,
-        redelivered
-    );
-    crate::telemetry::propagate::adopt(&span, &task.headers);
-    async {
-        let metrics = &ctx.state.metrics;
-        let _in_flight = InFlight::enter(&metrics.in_flight);
-        if redelivered {
+    let span = crate::telemetry::span::task(fields, slot.id());
+    async move {
+        let metrics = &ctx.health.metrics;
+        let _in_flight = metrics.track_in_flight();
+        if task.redelivered {
             metrics.redelivered.inc();
             warn!("redelivered: a worker may have died while running it before");
         }
-        let outcome = if task.body.len() as u64 > ctx.config.pool.max_body_bytes {
-            Outcome::reject(format!(
-                "too large: {} bytes exceeds pool.max_body_bytes ({})",
-                task.body.len(),
-                ctx.config.pool.max_body_bytes
-            ))
-        } else {
-            let started = Instant::now();
-            let limit = ctx.config.pool.handler_timeout;
-            let guarded = run_guarded(&ctx.handler, &task, limit, &metrics.handler_panics);
-            let outcome = tokio::select! {
-                outcome = guarded => outcome,
-                _ = ctx.hard_stop.cancelled() => {
-                    warn!("abandoned at the shutdown deadline; the broker will redeliver it");
-                    return;
-                }
-            };
-            metrics.observe_task(started.elapsed());
-            outcome
+        let Some(outcome) = run(&ctx, &*handler, &task).await else {
+            warn!("abandoned at the shutdown deadline; the broker will redeliver it");
+            return;
         };
         // The handler is done: free the worker for the next prefetched task
         // now, so waiting for the ack (or a copy's confirm) never holds up
         // new work. Unsettled deliveries stay bounded by the prefetch count.
         drop(slot);
-        let settled = if outcome == Outcome::Ack {
-            ticket.ack();
-            Disposition::Acked
-        } else {
-            // Boxed: the retry/dead-letter path (publish + confirm) is rare and
-            // large; keeping it out of line keeps every task's future small.
-            Box::pin(settle::settle(
-                &ctx,
-                &channel,
-                &ticket,
-                &properties,
-                &task,
-                outcome,
-            ))
-            .await
-        };
-        metrics.count(settled);
+        metrics.count(delivery.settle(&ctx, &task, outcome).await);
     }
     .instrument(span)
     .await;
 }
 
-/// Counts a delivery in `warren_tasks_in_flight` for as long as it lives,
-/// including when the task is abandoned midway.
-struct InFlight<'a>(&'a IntGauge);
-
-impl<'a> InFlight<'a> {
-    fn enter(gauge: &'a IntGauge) -> Self {
-        gauge.inc();
-        InFlight(gauge)
+/// The handler's outcome, or None when the drain deadline passed first.
+/// Oversize bodies are rejected without calling the handler.
+async fn run<H: Handler>(ctx: &Context, handler: &H, task: &Task) -> Option<Outcome> {
+    let pool = &ctx.config.pool;
+    if task.body.len() as u64 > pool.max_body_bytes {
+        return Some(Outcome::reject(format!(
+            "too large: {} bytes exceeds pool.max_body_bytes ({})",
+            task.body.len(),
+            pool.max_body_bytes
+        )));
     }
-}
-
-impl Drop for InFlight<'_> {
-    fn drop(&mut self) {
-        self.0.dec();
+    let metrics = &ctx.health.metrics;
+    let started = Instant::now();
+    let guarded = run_guarded(handler, task, pool.handler_timeout, &metrics.handler_panics);
+    tokio::select! {
+        outcome = guarded => {
+            metrics.observe_task(started.elapsed());
+            Some(outcome)
+        }
+        _ = ctx.hard_stop.cancelled() => None,
     }
 }
 

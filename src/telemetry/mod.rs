@@ -10,8 +10,10 @@
 //!   `OTEL_EXPORTER_OTLP_PROTOCOL` (`http/protobuf` default, or `http/json`).
 //!   Unset, no OpenTelemetry layer is installed at all: no cost.
 //! - [`propagate`]: W3C `traceparent`/`tracestate` in AMQP headers.
+//! - [`span`]: the span each task runs in.
 
 pub mod propagate;
+pub mod span;
 
 use std::io::IsTerminal;
 use tracing_subscriber::layer::SubscriberExt;
@@ -32,6 +34,7 @@ pub struct Telemetry {
 
 /// Installs the global subscriber: logs, plus OTLP traces when configured.
 pub fn init() -> Telemetry {
+    crate::crypto::install_crypto_provider();
     let filter = std::env::var("WARREN_LOG")
         .or_else(|_| std::env::var("RUST_LOG"))
         .unwrap_or_else(|_| DEFAULT_FILTER.into());
@@ -98,7 +101,6 @@ mod otel {
         if !configured {
             return (None, None);
         }
-        crate::install_crypto_provider();
         let exporter = match opentelemetry_otlp::SpanExporter::builder()
             .with_http()
             .build()

@@ -1,5 +1,7 @@
-//! Live facts about a running pool, shared with the health server: which
-//! phase the supervisor is in, whether the handler is ready, and the metrics.
+//! Process health: what the pool is doing, whether the handler can work, and
+//! every metric. The pool writes it; the HTTP server, the pod-deletion-cost
+//! updater and library users read it. It imports nothing but the metrics, so
+//! everything above can share it without depending on each other.
 
 use crate::metrics::Metrics;
 use std::sync::Mutex;
@@ -43,9 +45,11 @@ impl Phase {
     }
 }
 
-/// Shared between the supervisor, the workers and the HTTP server.
+/// Shared (behind an `Arc`) by the pool, its workers, the HTTP server and
+/// the pod-deletion-cost updater.
 #[derive(Debug)]
-pub struct State {
+pub struct Health {
+    /// The supervisor's [`Phase`], as a `u8` so readers never lock.
     phase: AtomicU8,
     /// Why the handler is not ready (None = ready).
     handler_problem: Mutex<Option<String>>,
@@ -53,9 +57,9 @@ pub struct State {
     pub metrics: Metrics,
 }
 
-impl Default for State {
+impl Default for Health {
     fn default() -> Self {
-        State {
+        Health {
             phase: AtomicU8::new(Phase::Connecting as u8),
             handler_problem: Mutex::new(None),
             metrics: Metrics::new(),
@@ -63,7 +67,7 @@ impl Default for State {
     }
 }
 
-impl State {
+impl Health {
     /// The supervisor's current phase.
     pub fn phase(&self) -> Phase {
         Phase::from_u8(self.phase.load(Ordering::Relaxed))
@@ -90,12 +94,14 @@ impl State {
         self.metrics.in_flight.get()
     }
 
+    /// Records what the supervisor does now (and whether it is connected).
     pub(crate) fn set_phase(&self, phase: Phase) {
         self.phase.store(phase as u8, Ordering::Relaxed);
         let connected = matches!(phase, Phase::Consuming | Phase::Draining);
         self.metrics.broker_connected.set(i64::from(connected));
     }
 
+    /// Records the handler's last readiness answer (None = ready).
     pub(crate) fn set_handler_problem(&self, problem: Option<String>) {
         *self.handler_problem.lock().unwrap() = problem;
     }
@@ -107,7 +113,7 @@ mod tests {
 
     #[test]
     fn only_consuming_with_a_ready_handler_is_ready() {
-        let s = State::default();
+        let s = Health::default();
         assert_eq!(s.readiness(), Err("connecting to the broker".into()));
         s.set_phase(Phase::Consuming);
         assert!(s.is_ready());

@@ -8,7 +8,7 @@
 //! first and fewer tasks are interrupted. Any failure (not in a cluster, no
 //! RBAC) is one warning and a metric; the pool keeps working.
 
-use crate::pool::State;
+use crate::health::Health;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
@@ -27,11 +27,11 @@ pub fn patch_body(cost: i32) -> serde_json::Value {
 }
 
 /// Runs the updater until `stop`; returns at once when the feature is off.
-pub async fn run(state: Arc<State>, config: crate::config::KubeConfig, stop: CancellationToken) {
+pub async fn run(health: Arc<Health>, config: crate::config::KubeConfig, stop: CancellationToken) {
     if !config.pod_deletion_cost {
         return;
     }
-    let metrics = &state.metrics;
+    let metrics = &health.metrics;
     let (Ok(pod), Ok(namespace)) = (std::env::var("POD_NAME"), std::env::var("POD_NAMESPACE"))
     else {
         metrics.pod_deletion_cost_errors.inc();
@@ -59,7 +59,7 @@ pub async fn run(state: Arc<State>, config: crate::config::KubeConfig, stop: Can
             _ = stop.cancelled() => return,
             _ = ticker.tick() => {}
         }
-        let cost = cost(state.in_flight());
+        let cost = cost(health.in_flight());
         if last == Some(cost) {
             continue;
         }
@@ -85,22 +85,21 @@ pub async fn run(state: Arc<State>, config: crate::config::KubeConfig, stop: Can
 }
 
 #[cfg(feature = "kube")]
-type PodApi = ::kube::Api<k8s_openapi::api::core::v1::Pod>;
+type PodApi = kube::Api<k8s_openapi::api::core::v1::Pod>;
 #[cfg(not(feature = "kube"))]
 type PodApi = ();
 
 #[cfg(feature = "kube")]
 async fn client(namespace: &str) -> Result<PodApi, String> {
-    crate::install_crypto_provider();
-    let client = ::kube::Client::try_default()
+    let client = kube::Client::try_default()
         .await
         .map_err(|e| e.to_string())?;
-    Ok(::kube::Api::namespaced(client, namespace))
+    Ok(kube::Api::namespaced(client, namespace))
 }
 
 #[cfg(feature = "kube")]
 async fn patch(api: &PodApi, pod: &str, cost: i32) -> Result<(), String> {
-    use ::kube::api::{Patch, PatchParams};
+    use kube::api::{Patch, PatchParams};
     api.patch(
         pod,
         &PatchParams::default(),

@@ -1,0 +1,147 @@
+//! The composition root: the one place that starts Warren's parts side by side.
+//!
+//! ```text
+//! App::run ─┬─ pool (supervisor → workers → settle)     reports into Health
+//!           ├─ queue-depth poller (on the pool's spare channel)
+//!           ├─ handler readiness poller                  → Health
+//!           ├─ pod-deletion-cost updater (kube.pod_deletion_cost)
+//!           └─ HTTP server /livez /readyz /metrics (opt-in; the binary turns it on)
+//! ```
+//! The parts never start each other: each takes what it needs (the shared
+//! [`Health`], the config, a stop token) from here.
+
+use crate::config::Config;
+use crate::error::Result;
+use crate::handler::Handler;
+use crate::health::{Health, Phase};
+use crate::pool::Pool;
+use crate::{pod_cost, queue_depth, server};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+/// A pool with its helpers, built from a config and a handler.
+pub struct App<H> {
+    config: Config,
+    handler: H,
+    health: Arc<Health>,
+    /// Serve /livez, /readyz and /metrics on `server.listen`.
+    http_server: bool,
+}
+
+impl<H: Handler> App<H> {
+    /// An app that runs `handler` on the queue `config` names. No HTTP
+    /// server unless [`serve_http`](App::serve_http) is called: a library
+    /// user may have their own.
+    pub fn new(config: Config, handler: H) -> Self {
+        App {
+            config,
+            handler,
+            health: Arc::default(),
+            http_server: false,
+        }
+    }
+
+    /// Also serve /livez, /readyz and /metrics on `server.listen`.
+    pub fn serve_http(mut self) -> Self {
+        self.http_server = true;
+        self
+    }
+
+    /// Readiness and metrics, for library users who report them their own way.
+    pub fn health(&self) -> Arc<Health> {
+        self.health.clone()
+    }
+
+    /// Runs until `shutdown` is cancelled, then drains (in-flight tasks finish
+    /// within `pool.shutdown_timeout`) and returns. Fails only for problems a
+    /// retry cannot fix: invalid config, a port in use, a queue declared
+    /// elsewhere with other arguments.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<()> {
+        crate::crypto::install_crypto_provider();
+        for warning in self.config.validate()? {
+            warn!("{warning}");
+        }
+        let listener = match self.http_server {
+            true => Some(server::bind(&self.config.server.listen).await?),
+            false => None,
+        };
+        let App {
+            config,
+            handler,
+            health,
+            ..
+        } = self;
+        let handler = Arc::new(handler);
+        let background = CancellationToken::new();
+        let mut server = None;
+        if let Some(listener) = listener {
+            if let Ok(addr) = listener.local_addr() {
+                info!("serving /livez /readyz /metrics on http://{addr}");
+            }
+            let serve = server::serve(listener, health.clone(), background.clone());
+            server = Some(tokio::spawn(serve));
+        }
+        let pool = Pool::new(config.clone(), health.clone());
+        tokio::spawn(queue_depth::run(
+            health.clone(),
+            queue_depth::queues(pool.topology()),
+            config.server.queue_poll_interval,
+            pool.observer_channels(),
+            background.clone(),
+        ));
+        tokio::spawn(handler_readiness(
+            handler.clone(),
+            health.clone(),
+            background.clone(),
+        ));
+        tokio::spawn(pod_cost::run(
+            health.clone(),
+            config.kube.clone(),
+            background.clone(),
+        ));
+        let result = pool.run(handler, shutdown).await;
+        health.set_phase(Phase::Stopped);
+        background.cancel();
+        if let Some(server) = server {
+            let _ = server.await;
+        }
+        result
+    }
+}
+
+/// Runs `handler` on the queue `config` names until `shutdown`, without an
+/// HTTP server; see [`App`] for more control.
+pub async fn run<H: Handler>(
+    config: Config,
+    handler: H,
+    shutdown: CancellationToken,
+) -> Result<()> {
+    App::new(config, handler).run(shutdown).await
+}
+
+/// Asks the handler whether it is ready every couple of seconds, so
+/// `/readyz` reflects e.g. an HTTP sidecar that is not up yet.
+async fn handler_readiness<H: Handler>(
+    handler: Arc<H>,
+    health: Arc<Health>,
+    stop: CancellationToken,
+) {
+    let mut ticker = tokio::time::interval(Duration::from_secs(2));
+    let mut last_ok = true;
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = ticker.tick() => {}
+        }
+        let result = handler.ready().await;
+        match (&result, last_ok) {
+            (Err(why), true) => warn!("handler not ready: {why}"),
+            (Ok(()), false) => info!("handler ready again"),
+            _ => {}
+        }
+        last_ok = result.is_ok();
+        health.set_handler_problem(result.err());
+    }
+}
