@@ -103,89 +103,61 @@ impl Default for Metrics {
 impl Metrics {
     /// Creates and registers every metric.
     pub fn new() -> Self {
-        let registry = Registry::new();
-        let counter = |name: &str, help: &str| reg(&registry, IntCounter::new(name, help));
-        let gauge = |name: &str, help: &str| reg(&registry, IntGauge::new(name, help));
-        let by_queue = |name: &str, help: &str| {
-            reg(
-                &registry,
-                IntGaugeVec::new(Opts::new(name, help), &["queue"]),
-            )
-        };
-        let histogram = |name: &str, help: &str, buckets: &[f64]| {
-            let opts = HistogramOpts::new(name, help).buckets(buckets.to_vec());
-            reg(&registry, Histogram::with_opts(opts))
-        };
-        let build_info = reg(
-            &registry,
-            IntGaugeVec::new(
-                Opts::new("warren_build_info", "Warren build; the value is always 1."),
-                &["version"],
-            ),
-        );
-        build_info
-            .with_label_values(&[env!("CARGO_PKG_VERSION")])
-            .set(1);
-        let tasks = reg(
-            &registry,
-            IntCounterVec::new(
-                Opts::new("warren_tasks_total", "Deliveries settled, by outcome."),
-                &["outcome"],
-            ),
-        );
-        let outcomes = Disposition::ALL.map(|how| tasks.with_label_values(&[how.label()]));
+        let r = Registrar(Registry::new());
+        r.build_info();
+        let tasks = r.by_outcome("warren_tasks_total", "Deliveries settled, by outcome.");
         Metrics {
+            outcomes: Disposition::ALL.map(|how| tasks.with_label_values(&[how.label()])),
             tasks,
-            outcomes,
-            task_duration: histogram(
+            task_duration: r.histogram(
                 "warren_task_duration_seconds",
                 "Handler run time per task.",
                 DURATION_BUCKETS,
             ),
-            in_flight: gauge(
+            in_flight: r.gauge(
                 "warren_tasks_in_flight",
                 "Unacked deliveries this process is working on.",
             ),
-            workers: gauge("warren_workers", "Configured concurrency (async workers)."),
-            prefetch: gauge("warren_prefetch", "basic_qos prefetch count in effect."),
-            redelivered: counter(
+            workers: r.gauge("warren_workers", "Configured concurrency (async workers)."),
+            prefetch: r.gauge("warren_prefetch", "basic_qos prefetch count in effect."),
+            redelivered: r.counter(
                 "warren_redelivered_total",
                 "Deliveries that arrived with the redelivered flag set.",
             ),
-            queue_ready: by_queue(
+            queue_ready: r.by_queue(
                 "warren_queue_messages_ready",
                 "Ready messages in the queue (passive declare, polled).",
             ),
-            queue_consumers: by_queue(
+            queue_consumers: r.by_queue(
                 "warren_queue_consumers",
                 "Consumers on the queue (passive declare, polled).",
             ),
-            broker_connected: gauge(
+            broker_connected: r.gauge(
                 "warren_broker_connected",
                 "1 while connected to the broker, else 0.",
             ),
-            reconnects: counter(
+            reconnects: r.counter(
                 "warren_reconnects_total",
                 "Reconnections after the broker connection was lost.",
             ),
-            handler_panics: counter(
+            handler_panics: r.counter(
                 "warren_handler_panics_total",
                 "Handler panics caught; each task was retried.",
             ),
-            publish_confirm: histogram(
+            publish_confirm: r.histogram(
                 "warren_publish_confirm_seconds",
                 "Time from publish to broker confirm.",
                 CONFIRM_BUCKETS,
             ),
-            pod_deletion_cost: gauge(
+            pod_deletion_cost: r.gauge(
                 "warren_pod_deletion_cost",
                 "pod-deletion-cost last written to this pod (its in-flight tasks).",
             ),
-            pod_deletion_cost_errors: counter(
+            pod_deletion_cost_errors: r.counter(
                 "warren_pod_deletion_cost_errors_total",
                 "Failed pod-deletion-cost updates (not in a cluster, or no RBAC).",
             ),
-            registry,
+            registry: r.0,
         }
     }
 
@@ -225,16 +197,50 @@ impl Drop for InFlight<'_> {
     }
 }
 
-/// Registers a freshly built metric; names are constants, so failure is a bug.
-fn reg<C: prometheus::core::Collector + Clone + 'static>(
-    registry: &Registry,
-    metric: prometheus::Result<C>,
-) -> C {
-    let metric = metric.expect("metric definition is valid");
-    registry
-        .register(Box::new(metric.clone()))
-        .expect("metric names are unique");
-    metric
+/// Builds metrics into one registry; names are constants, so a failure is a bug.
+struct Registrar(Registry);
+
+impl Registrar {
+    fn add<C: prometheus::core::Collector + Clone + 'static>(
+        &self,
+        metric: prometheus::Result<C>,
+    ) -> C {
+        let metric = metric.expect("metric definition is valid");
+        self.0
+            .register(Box::new(metric.clone()))
+            .expect("metric names are unique");
+        metric
+    }
+
+    fn counter(&self, name: &str, help: &str) -> IntCounter {
+        self.add(IntCounter::new(name, help))
+    }
+
+    fn gauge(&self, name: &str, help: &str) -> IntGauge {
+        self.add(IntGauge::new(name, help))
+    }
+
+    fn by_outcome(&self, name: &str, help: &str) -> IntCounterVec {
+        self.add(IntCounterVec::new(Opts::new(name, help), &["outcome"]))
+    }
+
+    fn by_queue(&self, name: &str, help: &str) -> IntGaugeVec {
+        self.add(IntGaugeVec::new(Opts::new(name, help), &["queue"]))
+    }
+
+    fn histogram(&self, name: &str, help: &str, buckets: &[f64]) -> Histogram {
+        let opts = HistogramOpts::new(name, help).buckets(buckets.to_vec());
+        self.add(Histogram::with_opts(opts))
+    }
+
+    /// `warren_build_info{version}` = 1, set once.
+    fn build_info(&self) {
+        let info = self.add(IntGaugeVec::new(
+            Opts::new("warren_build_info", "Warren build; the value is always 1."),
+            &["version"],
+        ));
+        info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+    }
 }
 
 #[cfg(test)]

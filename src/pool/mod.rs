@@ -1,6 +1,7 @@
 //! The worker pool: one connection, one channel, one consumer, N workers.
 //!
-//! - [`supervisor`] connects, declares, consumes, reconnects, and drains on shutdown.
+//! - [`supervisor`] connects, declares, consumes and reconnects; [`drain`]
+//!   stops it gracefully on shutdown.
 //! - [`worker`] runs the handler on one task (catching panics, enforcing the
 //!   timeout) and hands the outcome to settle.
 //! - [`settle`]: an [`Unsettled`](settle::Unsettled) delivery and the only
@@ -14,6 +15,7 @@
 //! the broker things without the pool knowing who it is.
 
 mod acks;
+mod drain;
 mod settle;
 mod slots;
 mod supervisor;

@@ -6,13 +6,14 @@
 use super::Context;
 use super::acks::Ticket;
 use crate::amqp::publish::{PERSISTENT, publish_confirmed};
+use crate::amqp::topology::Topology;
 use crate::handler::task::ATTEMPT_HEADER;
 use crate::handler::{Outcome, Task};
 use crate::metrics::Disposition;
 use lapin::Channel;
 use lapin::protocol::BasicProperties;
 use lapin::types::{AMQPValue, FieldTable};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tracing::{error, info, warn};
 
 /// Headers Warren writes on copies (documented in docs/reliability.md).
@@ -51,43 +52,42 @@ impl Unsettled {
     }
 
     async fn settle_failure(self, ctx: &Context, task: &Task, outcome: Outcome) -> Disposition {
-        let max = ctx.config.retry.max_attempts;
-        match outcome {
-            Outcome::Ack => {
+        match decide(
+            &ctx.topo,
+            ctx.config.retry.max_attempts,
+            task.attempt,
+            outcome,
+        ) {
+            Decision::Ack => {
                 self.ticket.ack();
                 Disposition::Acked
             }
-            Outcome::Retry { after, reason } if task.attempt < max => {
-                self.retry(ctx, task, after, &reason).await
-            }
-            Outcome::Retry { reason, .. } => {
-                let reason = format!(
-                    "gave up after {} attempts; last error: {reason}",
-                    task.attempt
-                );
-                self.dead_letter(ctx, task, &reason).await
-            }
-            Outcome::Reject { reason } => self.dead_letter(ctx, task, &reason).await,
+            Decision::Retry {
+                delay,
+                queue,
+                reason,
+            } => self.retry(ctx, task, delay, queue, &reason).await,
+            Decision::DeadLetter { reason } => self.dead_letter(ctx, task, &reason).await,
         }
     }
 
-    /// A copy with attempt + 1 into the retry queue for this attempt's delay.
+    /// A copy with attempt + 1 into `queue`, which delays it by `delay`.
     async fn retry(
         self,
         ctx: &Context,
         task: &Task,
-        after: Option<std::time::Duration>,
+        delay: Duration,
+        queue: &str,
         reason: &str,
     ) -> Disposition {
-        let max = ctx.config.retry.max_attempts;
-        let (delay, queue) = ctx.topo.retry_queue(task.attempt, after);
         let copy = self.copy_props(retry_headers(task, reason));
         match confirmed_copy(ctx, &self.channel, queue, &task.body, copy).await {
             Ok(()) => {
                 info!(
-                    "attempt {} of {max} failed ({reason}); retrying in {}",
+                    "attempt {} of {} failed ({reason}); retrying in {}",
                     task.attempt,
-                    crate::config::duration::format(delay)
+                    ctx.config.retry.max_attempts,
+                    crate::config::duration::format(&delay)
                 );
                 self.ticket.ack();
                 Disposition::Retried
@@ -133,6 +133,42 @@ impl Unsettled {
             .clone()
             .with_headers(headers)
             .with_delivery_mode(PERSISTENT)
+    }
+}
+
+/// What to do with a failed or finished task, from the outcome alone (no
+/// I/O, so the rules are unit-tested without a broker).
+#[derive(Debug, PartialEq)]
+enum Decision<'t> {
+    Ack,
+    /// Republish to `queue`, which holds it for `delay`.
+    Retry {
+        delay: Duration,
+        queue: &'t str,
+        reason: String,
+    },
+    /// Republish to the dead-letter queue with `reason`.
+    DeadLetter {
+        reason: String,
+    },
+}
+
+/// Invariant 3: at most `max_attempts` attempts, then the dead-letter queue.
+fn decide(topo: &Topology, max_attempts: u32, attempt: u32, outcome: Outcome) -> Decision<'_> {
+    match outcome {
+        Outcome::Ack => Decision::Ack,
+        Outcome::Retry { after, reason } if attempt < max_attempts => {
+            let (delay, queue) = topo.retry_queue(attempt, after);
+            Decision::Retry {
+                delay: *delay,
+                queue,
+                reason,
+            }
+        }
+        Outcome::Retry { reason, .. } => Decision::DeadLetter {
+            reason: format!("gave up after {attempt} attempts; last error: {reason}"),
+        },
+        Outcome::Reject { reason } => Decision::DeadLetter { reason },
     }
 }
 
@@ -237,6 +273,71 @@ mod tests {
             h2.inner().get(LAST_ERROR),
             Some(&AMQPValue::LongString("boom again".into()))
         );
+    }
+
+    fn topology() -> Topology {
+        let mut config = crate::config::Config::default();
+        config.queue.name = "q".into();
+        config.retry.backoff = [1, 10, 60].map(Duration::from_secs).to_vec();
+        Topology::from_config(&config)
+    }
+
+    #[test]
+    fn failures_retry_with_backoff_until_max_attempts_then_dead_letter() {
+        let topo = topology();
+        let retry = |attempt, after| {
+            decide(
+                &topo,
+                4,
+                attempt,
+                Outcome::Retry {
+                    after,
+                    reason: "boom".into(),
+                },
+            )
+        };
+        let delays: Vec<_> = (1..4)
+            .map(|attempt| match retry(attempt, None) {
+                Decision::Retry { delay, queue, .. } => (delay.as_secs(), queue.to_owned()),
+                other => panic!("attempt {attempt}: {other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            delays,
+            [
+                (1, "q.retry.1s".into()),
+                (10, "q.retry.10s".into()),
+                (60, "q.retry.1m".into())
+            ]
+        );
+        assert_eq!(
+            retry(4, None),
+            Decision::DeadLetter {
+                reason: "gave up after 4 attempts; last error: boom".into()
+            }
+        );
+        // A handler's Retry-After picks a longer tier, never a shorter one.
+        match retry(1, Some(Duration::from_secs(5))) {
+            Decision::Retry { delay, .. } => assert_eq!(delay, Duration::from_secs(10)),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn rejects_dead_letter_at_once_and_acks_ack() {
+        let topo = topology();
+        assert_eq!(
+            decide(&topo, 5, 1, Outcome::reject("bad input")),
+            Decision::DeadLetter {
+                reason: "bad input".into()
+            }
+        );
+        assert_eq!(decide(&topo, 5, 5, Outcome::Ack), Decision::Ack);
+        // max_attempts 1: the first failure is the last.
+        assert!(matches!(
+            decide(&topo, 1, 1, Outcome::retry("x")),
+            Decision::DeadLetter { .. }
+        ));
     }
 
     #[test]

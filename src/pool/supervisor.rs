@@ -3,14 +3,13 @@
 use super::acks::{Acks, Ticket};
 use super::settle::Unsettled;
 use super::slots::Slots;
-use super::{Context, worker};
+use super::{Context, drain, worker};
 use crate::amqp::{self, publish, topology};
 use crate::error::{Error, Result};
 use crate::handler::{Handler, Task};
 use crate::health::Phase;
-use crate::metrics::Disposition;
 use futures_lite::StreamExt;
-use lapin::options::{BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions};
+use lapin::options::{BasicConsumeOptions, BasicQosOptions};
 use lapin::types::FieldTable;
 use lapin::{Channel, Connection, Consumer};
 use std::sync::Arc;
@@ -20,13 +19,13 @@ use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
 /// One connection's worth of consuming.
-struct Session {
-    conn: Connection,
-    channel: Channel,
-    consumer: Consumer,
+pub(super) struct Session {
+    pub(super) conn: Connection,
+    pub(super) channel: Channel,
+    pub(super) consumer: Consumer,
     /// This channel's ack batcher (see `acks.rs`) and its task.
-    acks: Acks,
-    batcher: tokio::task::JoinHandle<()>,
+    pub(super) acks: Acks,
+    pub(super) batcher: tokio::task::JoinHandle<()>,
 }
 
 /// Why a session stopped consuming.
@@ -52,34 +51,7 @@ pub(super) async fn supervise<H: Handler>(
         .prefetch
         .set(ctx.config.pool.effective_prefetch().into());
     let mut failures: u32 = 0;
-    loop {
-        if wait_for_handler(&*handler, &shutdown).await {
-            break;
-        }
-        let opened = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            opened = open(&ctx) => opened,
-        };
-        let mut session = match opened {
-            Ok(session) => session,
-            Err(e) if is_permanent(&e) => return Err(e),
-            Err(e) => {
-                failures += 1;
-                let delay = reconnect_delay(failures);
-                error!(
-                    "{e}; retrying in {:.1}s (attempt {failures})",
-                    delay.as_secs_f64()
-                );
-                if sleep_or_shutdown(delay, &shutdown).await {
-                    break;
-                }
-                continue;
-            }
-        };
-        if failures > 0 {
-            metrics.reconnects.inc();
-            info!("reconnected after {failures} failed attempt(s)");
-        }
+    while let Some(mut session) = connect(&ctx, &*handler, &shutdown, &mut failures).await? {
         ctx.health.set_phase(Phase::Consuming);
         ctx.observer_channel
             .send_replace(session.conn.create_channel().await.ok());
@@ -95,7 +67,7 @@ pub(super) async fn supervise<H: Handler>(
         ctx.observer_channel.send_replace(None);
         match end {
             End::Shutdown => {
-                drain(&ctx, session, &tracker).await;
+                drain::drain(&ctx, session, &tracker).await;
                 return Ok(());
             }
             End::Lost(reason) => {
@@ -114,9 +86,50 @@ pub(super) async fn supervise<H: Handler>(
             }
         }
     }
+    // Shutdown while not consuming: nothing prefetched, only finish in-flight work.
     ctx.health.set_phase(Phase::Draining);
-    wait_in_flight(&ctx, &tracker).await;
+    drain::wait_in_flight(&ctx, &tracker).await;
     Ok(())
+}
+
+/// Waits for the handler, then opens a session, retrying with backoff.
+/// Ok(None) when shutdown came first; Err only for permanent errors.
+async fn connect<H: Handler>(
+    ctx: &Context,
+    handler: &H,
+    shutdown: &CancellationToken,
+    failures: &mut u32,
+) -> Result<Option<Session>> {
+    loop {
+        if wait_for_handler(handler, shutdown).await {
+            return Ok(None);
+        }
+        let opened = tokio::select! {
+            _ = shutdown.cancelled() => return Ok(None),
+            opened = open(ctx) => opened,
+        };
+        match opened {
+            Ok(session) => {
+                if *failures > 0 {
+                    ctx.health.metrics.reconnects.inc();
+                    info!("reconnected after {failures} failed attempt(s)");
+                }
+                return Ok(Some(session));
+            }
+            Err(e) if is_permanent(&e) => return Err(e),
+            Err(e) => {
+                *failures += 1;
+                let delay = reconnect_delay(*failures);
+                error!(
+                    "{e}; retrying in {:.1}s (attempt {failures})",
+                    delay.as_secs_f64()
+                );
+                if sleep_or_shutdown(delay, shutdown).await {
+                    return Ok(None);
+                }
+            }
+        }
+    }
 }
 
 /// Holds off consuming while the handler says it cannot work (e.g. its HTTP
@@ -263,74 +276,6 @@ async fn consume<H: Handler>(
             Some(Err(e)) => return End::Lost(e.to_string()),
             None => return End::Lost("the broker cancelled the consumer".into()),
         }
-    }
-}
-
-/// Graceful stop: no new deliveries, prefetched ones back to the queue now,
-/// in-flight ones get `shutdown_timeout` to finish and be acked, then close.
-async fn drain(ctx: &Context, mut session: Session, tracker: &TaskTracker) {
-    ctx.health.set_phase(Phase::Draining);
-    let tag = session.consumer.tag();
-    info!(
-        in_flight = ctx.health.in_flight(),
-        "draining: cancelling the consumer"
-    );
-    if let Err(e) = session
-        .channel
-        .basic_cancel(tag, BasicCancelOptions::default())
-        .await
-    {
-        warn!("basic.cancel failed ({e}); closing the connection will requeue everything unacked");
-    }
-    let mut requeued = 0usize;
-    // After cancel-ok the stream ends; whatever it yields first was prefetched
-    // but never started: give it back at once so another pod takes it now.
-    while let Ok(Some(next)) =
-        tokio::time::timeout(Duration::from_secs(5), session.consumer.next()).await
-    {
-        if let Ok(delivery) = next {
-            let requeue = BasicNackOptions {
-                requeue: true,
-                multiple: false,
-            };
-            if delivery.acker.nack(requeue).await.is_ok() {
-                requeued += 1;
-                ctx.health.metrics.count(Disposition::Requeued);
-            }
-        }
-    }
-    info!(requeued, "requeued prefetched tasks that had not started");
-    wait_in_flight(ctx, tracker).await;
-    // Every worker is done: let the batcher send its last acks, then close.
-    let Session {
-        conn,
-        channel,
-        acks,
-        batcher,
-        ..
-    } = session;
-    drop(acks);
-    let _ = tokio::time::timeout(Duration::from_secs(5), batcher).await;
-    let _ = channel.close(200, "warren shutting down".into()).await;
-    if let Err(e) = conn.close(200, "warren shutting down".into()).await {
-        warn!("closing the connection: {e}");
-    }
-    info!("stopped");
-}
-
-async fn wait_in_flight(ctx: &Context, tracker: &TaskTracker) {
-    tracker.close();
-    let limit = ctx.config.pool.shutdown_timeout;
-    if tokio::time::timeout(limit, tracker.wait()).await.is_err() {
-        warn!(
-            in_flight = ctx.health.in_flight(),
-            "shutdown_timeout ({}) passed with tasks still running; stopping them, the broker requeues them",
-            crate::config::duration::format(&limit)
-        );
-        // Workers drop their handler futures (exec handlers kill their
-        // process groups) and leave the deliveries unacked.
-        ctx.hard_stop.cancel();
-        let _ = tokio::time::timeout(Duration::from_secs(5), tracker.wait()).await;
     }
 }
 
