@@ -61,5 +61,8 @@ async fn main() -> Result<(), warren::Error> {
     let handler = Resize {
         done: AtomicU64::new(0),
     };
+    // No HTTP server: your program may have its own. To serve /livez, /readyz
+    // and /metrics on `server.listen` as the binary does:
+    // `warren::App::new(config, handler).serve_http().run(shutdown).await`.
     warren::run(config, handler, shutdown).await
 }

@@ -365,7 +365,7 @@ impl Default for ServerConfig {
     }
 }
 
-/// Kubernetes integration (see `src/kube.rs`).
+/// Kubernetes integration (see `src/pod_cost.rs`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct KubeConfig {
