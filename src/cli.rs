@@ -13,6 +13,7 @@ use crate::status;
 use clap::{Args, Parser, Subcommand};
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
+use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 /// Warren: a RabbitMQ work-queue worker pool.
@@ -264,12 +265,19 @@ async fn publish_in_span(args: PublishArgs) -> Result<()> {
     publish::enable_confirms(&channel).await?;
     let echo = bodies.len() <= 20;
     let mut stdout = std::io::stdout().lock();
-    let report = publish::publish_tasks(&channel, &topo.queue, bodies, 1024, |body| {
-        if echo {
-            let shown = String::from_utf8_lossy(body);
-            let _ = writeln!(stdout, " [x] Sent '{}'", shown.escape_debug());
-        }
-    })
+    let report = publish::publish_tasks(
+        &channel,
+        &topo.queue,
+        bodies,
+        1024,
+        Duration::from_secs(30),
+        |body| {
+            if echo {
+                let shown = String::from_utf8_lossy(body);
+                let _ = writeln!(stdout, " [x] Sent '{}'", shown.escape_debug());
+            }
+        },
+    )
     .await?;
     let _ = conn.close(200, "done".into()).await;
     let _ = writeln!(

@@ -56,6 +56,14 @@ pub enum Error {
     )]
     QueueMissing { queue: String },
 
+    /// The queue exists but cannot be used now: its home node (classic) or
+    /// its majority (quorum) is down. Retried; never fatal.
+    #[error(
+        "queue '{queue}' is unavailable now (broker said: {broker}); a RabbitMQ node that holds it is down or \
+         unreachable: Warren retries until it is back. If this lasts, check the cluster (rabbitmq-diagnostics cluster_status)"
+    )]
+    QueueUnavailable { queue: String, broker: String },
+
     /// Some published messages were not confirmed by the broker.
     #[error(
         "{unconfirmed} of {total} messages were not confirmed by the broker ({detail}); they may not be stored: publish them again"

@@ -76,6 +76,8 @@ pub struct Metrics {
     pub handler_panics: IntCounter,
     /// Time from publish to broker confirm (retries, dead letters, `warren publish`).
     pub publish_confirm: Histogram,
+    /// Retry and dead-letter copies the broker did not store (each is tried again).
+    pub copies_unconfirmed: IntCounter,
     /// The pod-deletion-cost last written to this pod's annotation.
     pub pod_deletion_cost: IntGauge,
     /// Failed attempts to set the pod-deletion-cost (no cluster, no RBAC).
@@ -106,6 +108,7 @@ impl Metrics {
         let r = Registrar(Registry::new());
         r.build_info();
         let tasks = r.by_outcome("warren_tasks_total", "Deliveries settled, by outcome.");
+        let (queue_ready, queue_consumers) = r.queue_gauges();
         Metrics {
             outcomes: Disposition::ALL.map(|how| tasks.with_label_values(&[how.label()])),
             tasks,
@@ -124,14 +127,8 @@ impl Metrics {
                 "warren_redelivered_total",
                 "Deliveries that arrived with the redelivered flag set.",
             ),
-            queue_ready: r.by_queue(
-                "warren_queue_messages_ready",
-                "Ready messages in the queue (passive declare, polled).",
-            ),
-            queue_consumers: r.by_queue(
-                "warren_queue_consumers",
-                "Consumers on the queue (passive declare, polled).",
-            ),
+            queue_ready,
+            queue_consumers,
             broker_connected: r.gauge(
                 "warren_broker_connected",
                 "1 while connected to the broker, else 0.",
@@ -148,6 +145,10 @@ impl Metrics {
                 "warren_publish_confirm_seconds",
                 "Time from publish to broker confirm.",
                 CONFIRM_BUCKETS,
+            ),
+            copies_unconfirmed: r.counter(
+                "warren_copies_unconfirmed_total",
+                "Retry/dead-letter copies not confirmed by the broker; each is held and tried again.",
             ),
             pod_deletion_cost: r.gauge(
                 "warren_pod_deletion_cost",
@@ -224,8 +225,19 @@ impl Registrar {
         self.add(IntCounterVec::new(Opts::new(name, help), &["outcome"]))
     }
 
-    fn by_queue(&self, name: &str, help: &str) -> IntGaugeVec {
-        self.add(IntGaugeVec::new(Opts::new(name, help), &["queue"]))
+    /// Ready messages and consumers per queue, polled by `queue_depth`.
+    fn queue_gauges(&self) -> (IntGaugeVec, IntGaugeVec) {
+        let by_queue = |name, help| self.add(IntGaugeVec::new(Opts::new(name, help), &["queue"]));
+        (
+            by_queue(
+                "warren_queue_messages_ready",
+                "Ready messages in the queue (passive declare, polled).",
+            ),
+            by_queue(
+                "warren_queue_consumers",
+                "Consumers on the queue (passive declare, polled).",
+            ),
+        )
     }
 
     fn histogram(&self, name: &str, help: &str, buckets: &[f64]) -> Histogram {

@@ -60,18 +60,20 @@ pub async fn enable_confirms(channel: &Channel) -> Result<()> {
         .map_err(|e| Error::amqp("enabling publisher confirms", e))
 }
 
-/// Publishes one message through the default exchange and waits for its
-/// confirm. `Err` carries why the message may not be stored.
+/// Publishes one message through the default exchange and waits up to
+/// `deadline` for its confirm. `Err` carries why the message may not be stored.
 pub async fn publish_confirmed(
     channel: &Channel,
     queue: &str,
     body: &[u8],
     properties: BasicProperties,
+    deadline: Duration,
 ) -> std::result::Result<(), String> {
+    let sent = Instant::now();
     let confirm = send(channel, queue, body, properties)
         .await
         .map_err(|e| format!("publish failed: {e}"))?;
-    await_confirm(confirm).await
+    await_confirm(confirm, sent + deadline).await
 }
 
 async fn send(
@@ -91,8 +93,20 @@ async fn send(
         .await
 }
 
-async fn await_confirm(confirm: PublisherConfirm) -> std::result::Result<(), String> {
-    match confirm.await {
+/// The broker's verdict on one message, or an error once `until` passes: a
+/// quorum queue without a majority confirms nothing, and a slot must never
+/// wait forever for it.
+async fn await_confirm(
+    confirm: PublisherConfirm,
+    until: Instant,
+) -> std::result::Result<(), String> {
+    let Ok(confirmation) = tokio::time::timeout_at(until.into(), confirm).await else {
+        return Err(
+            "no confirm within amqp.confirm_timeout (a queue without a majority, or a frozen node?)"
+                .into(),
+        );
+    };
+    match confirmation {
         Ok(Confirmation::Ack(None)) => Ok(()),
         Ok(Confirmation::Ack(Some(returned)) | Confirmation::Nack(Some(returned))) => Err(format!(
             "returned by the broker: {} {}",
@@ -137,12 +151,14 @@ impl PublishReport {
 }
 
 /// Publishes persistent tasks to `queue`, keeping up to `window` confirms
-/// outstanding so throughput is not one round trip per message.
+/// outstanding so throughput is not one round trip per message. A message
+/// not confirmed within `deadline` of its publish counts as unconfirmed.
 pub async fn publish_tasks<I>(
     channel: &Channel,
     queue: &str,
     bodies: I,
     window: usize,
+    deadline: Duration,
     mut on_sent: impl FnMut(&[u8]),
 ) -> Result<PublishReport>
 where
@@ -150,25 +166,26 @@ where
 {
     let started = Instant::now();
     let mut report = PublishReport::default();
-    let mut pending: VecDeque<PublisherConfirm> = VecDeque::with_capacity(window);
+    let mut pending: VecDeque<(Instant, PublisherConfirm)> = VecDeque::with_capacity(window);
     let template = task_properties();
     let mut ids = MessageIds::default();
     for body in bodies {
         if pending.len() >= window.max(1) {
-            let oldest = pending.pop_front().expect("window is not empty");
-            record(&mut report, await_confirm(oldest).await);
+            let (sent, oldest) = pending.pop_front().expect("window is not empty");
+            record(&mut report, await_confirm(oldest, sent + deadline).await);
         }
         let id = ids.next().expect("endless");
         let props = template.clone().with_message_id(id.into());
+        let sent = Instant::now();
         let confirm = send(channel, queue, &body, props)
             .await
             .map_err(|e| Error::amqp(format!("publishing to queue '{queue}'"), e))?;
         report.total += 1;
         on_sent(&body);
-        pending.push_back(confirm);
+        pending.push_back((sent, confirm));
     }
-    for confirm in pending {
-        record(&mut report, await_confirm(confirm).await);
+    for (sent, confirm) in pending {
+        record(&mut report, await_confirm(confirm, sent + deadline).await);
     }
     report.elapsed = started.elapsed();
     Ok(report)

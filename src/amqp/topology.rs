@@ -21,7 +21,8 @@ use std::time::Duration;
 pub struct Topology {
     /// The work queue.
     pub queue: String,
-    /// Its type (retry queues are always classic: they only hold delayed copies).
+    /// Its type; the retry and dead-letter queues get the same type, so they
+    /// are as available as the work queue.
     pub kind: QueueType,
     /// Whether Warren declares the queues or only checks the work queue exists.
     pub declare: bool,
@@ -77,47 +78,58 @@ pub async fn declare(channel: &Channel, topo: &Topology) -> Result<u32> {
     if !topo.declare {
         return inspect(channel, &topo.queue).await.map(|(ready, _)| ready);
     }
-    let mut main_args = FieldTable::default();
-    let mut dead_args = FieldTable::default();
+    let ready = declare_one(channel, &topo.queue, work_queue_args(topo)).await?;
+    declare_one(channel, &topo.dead, typed(topo.kind)).await?;
+    for (delay, name) in &topo.retry {
+        declare_one(channel, name, retry_queue_args(topo, *delay)).await?;
+    }
+    Ok(ready)
+}
+
+/// `x-queue-type` for a quorum queue; nothing for a classic one.
+fn typed(kind: QueueType) -> FieldTable {
+    let mut args = FieldTable::default();
+    if kind == QueueType::Quorum {
+        args.insert("x-queue-type".into(), text("quorum"));
+    }
+    args
+}
+
+fn text(s: &str) -> AMQPValue {
+    AMQPValue::LongString(s.into())
+}
+
+/// A quorum work queue dead-letters to the dead queue after `max_attempts`
+/// deliveries: the broker's backstop against a crash loop.
+fn work_queue_args(topo: &Topology) -> FieldTable {
+    let mut args = typed(topo.kind);
     if topo.kind == QueueType::Quorum {
-        for args in [&mut main_args, &mut dead_args] {
-            args.insert(
-                "x-queue-type".into(),
-                AMQPValue::LongString("quorum".into()),
-            );
-        }
-        main_args.insert(
+        args.insert(
             "x-delivery-limit".into(),
             AMQPValue::LongLongInt(topo.delivery_limit.into()),
         );
-        main_args.insert(
-            "x-dead-letter-exchange".into(),
-            AMQPValue::LongString("".into()),
-        );
-        main_args.insert(
-            "x-dead-letter-routing-key".into(),
-            AMQPValue::LongString(topo.dead.clone().into()),
-        );
+        args.insert("x-dead-letter-exchange".into(), text(""));
+        args.insert("x-dead-letter-routing-key".into(), text(&topo.dead));
     }
-    let ready = declare_one(channel, &topo.queue, main_args).await?;
-    declare_one(channel, &topo.dead, dead_args).await?;
-    for (delay, name) in &topo.retry {
-        let mut args = FieldTable::default();
-        args.insert(
-            "x-message-ttl".into(),
-            AMQPValue::LongLongInt(delay.as_millis().min(u32::MAX.into()) as i64),
-        );
-        args.insert(
-            "x-dead-letter-exchange".into(),
-            AMQPValue::LongString("".into()),
-        );
-        args.insert(
-            "x-dead-letter-routing-key".into(),
-            AMQPValue::LongString(topo.queue.clone().into()),
-        );
-        declare_one(channel, name, args).await?;
+    args
+}
+
+/// A retry tier holds copies for `delay`, then the broker dead-letters them
+/// back to the work queue. Its type follows the work queue's: a quorum work
+/// queue gets quorum tiers with at-least-once dead-lettering, so a delayed
+/// retry survives the loss of any one node and is never dropped on its way
+/// back (at-least-once needs `x-overflow: reject-publish`).
+fn retry_queue_args(topo: &Topology, delay: Duration) -> FieldTable {
+    let mut args = typed(topo.kind);
+    let ttl = delay.as_millis().min(u32::MAX.into()) as i64;
+    args.insert("x-message-ttl".into(), AMQPValue::LongLongInt(ttl));
+    args.insert("x-dead-letter-exchange".into(), text(""));
+    args.insert("x-dead-letter-routing-key".into(), text(&topo.queue));
+    if topo.kind == QueueType::Quorum {
+        args.insert("x-dead-letter-strategy".into(), text("at-least-once"));
+        args.insert("x-overflow".into(), text("reject-publish"));
     }
-    Ok(ready)
+    args
 }
 
 async fn declare_one(channel: &Channel, name: &str, args: FieldTable) -> Result<u32> {
@@ -151,7 +163,16 @@ fn declare_error(queue: &str, e: lapin::Error) -> Error {
                     broker,
                 };
             }
+            // RabbitMQ says 404 both for "no such queue" and for a queue
+            // whose home node is down: only the first is the operator's to fix.
             AMQPErrorKind::Soft(AMQPSoftError::NOTFOUND) => {
+                let broker = amqp.get_message().to_string();
+                if broker.contains("down or inaccessible") {
+                    return Error::QueueUnavailable {
+                        queue: queue.to_owned(),
+                        broker,
+                    };
+                }
                 return Error::QueueMissing {
                     queue: queue.to_owned(),
                 };
@@ -206,6 +227,26 @@ mod tests {
             describe_conflict("something else"),
             "its arguments differ from the ones warren declares"
         );
+    }
+
+    #[test]
+    fn retry_tiers_of_a_quorum_queue_are_quorum_with_at_least_once_dead_lettering() {
+        let mut cfg = Config::default();
+        cfg.queue.kind = QueueType::Quorum;
+        let topo = Topology::from_config(&cfg);
+        let args = retry_queue_args(&topo, Duration::from_secs(10));
+        let get = |k: &str| args.inner().get(k).cloned();
+        assert_eq!(get("x-queue-type"), Some(text("quorum")));
+        assert_eq!(get("x-dead-letter-strategy"), Some(text("at-least-once")));
+        assert_eq!(get("x-overflow"), Some(text("reject-publish")));
+        assert_eq!(get("x-message-ttl"), Some(AMQPValue::LongLongInt(10_000)));
+        assert_eq!(get("x-dead-letter-routing-key"), Some(text("task_queue")));
+        // Classic tiers stay as they were (no arguments a classic queue rejects).
+        cfg.queue.kind = QueueType::Classic;
+        let topo = Topology::from_config(&cfg);
+        let args = retry_queue_args(&topo, Duration::from_secs(10));
+        assert!(args.inner().get("x-queue-type").is_none());
+        assert!(args.inner().get("x-dead-letter-strategy").is_none());
     }
 
     #[test]

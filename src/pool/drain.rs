@@ -21,6 +21,7 @@ const ABANDON_GRACE: Duration = Duration::from_secs(5);
 /// in-flight ones get `shutdown_timeout` to finish and be acked, then close.
 pub(super) async fn drain(ctx: &Context, mut session: Session, tracker: &TaskTracker) {
     ctx.health.set_phase(Phase::Draining);
+    ctx.draining.cancel();
     let tag = session.consumer.tag();
     info!(
         in_flight = ctx.health.in_flight(),
@@ -73,6 +74,7 @@ pub(super) async fn drain(ctx: &Context, mut session: Session, tracker: &TaskTra
 /// workers abandon them (exec handlers kill their process groups) and leave
 /// the deliveries unacked, so the broker requeues them when we close.
 pub(super) async fn wait_in_flight(ctx: &Context, tracker: &TaskTracker) {
+    ctx.draining.cancel();
     let limit = ctx.config.pool.shutdown_timeout;
     if !finish_within(tracker, limit, &ctx.hard_stop).await {
         warn!(

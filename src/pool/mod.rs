@@ -39,12 +39,22 @@ struct Context {
     health: Arc<Health>,
     /// Host or pod name, recorded in dead-letter headers and the connection name.
     worker_name: String,
+    /// Cancelled when the drain starts: settling stops retrying unconfirmed
+    /// copies and requeues the originals instead.
+    draining: CancellationToken,
     /// Cancelled when the drain deadline passes: workers abandon their tasks.
     hard_stop: CancellationToken,
     /// A spare channel on the live connection, for observers; None between
     /// sessions. Not the consuming channel: an observer's failed passive
     /// declare closes the channel it ran on.
     observer_channel: watch::Sender<Option<Channel>>,
+}
+
+impl Context {
+    /// How long a retry or dead-letter copy may wait for its confirm.
+    fn confirm_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(30)
+    }
 }
 
 /// A configured pool, not yet running.
@@ -60,6 +70,7 @@ impl Pool {
             ctx: Arc::new(Context {
                 topo: Topology::from_config(&config),
                 worker_name: worker_name(),
+                draining: CancellationToken::new(),
                 hard_stop: CancellationToken::new(),
                 config,
                 health,

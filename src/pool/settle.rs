@@ -213,8 +213,18 @@ fn retry_headers(task: &Task, reason: &str) -> FieldTable {
     headers
 }
 
-/// Publishes a copy and waits for the confirm, timing it for
-/// `warren_publish_confirm_seconds`.
+/// Pause before trying an unconfirmed copy again: doubles from 1 s to 30 s.
+fn copy_retry_delay(failures: u32) -> Duration {
+    Duration::from_secs((1u64 << failures.clamp(1, 6).saturating_sub(1)).min(30))
+}
+
+/// Publishes a copy until the broker confirms it, holding the original
+/// unacked meanwhile. A copy that cannot be stored now (NO_ROUTE while a
+/// queue's node is down, a nack, no confirm within `amqp.confirm_timeout`) is
+/// tried again after a pause: requeueing the original at once would run the
+/// task again within milliseconds and, on a quorum queue, burn its delivery
+/// limit. Gives up (`Err`) only when the pool drains or the channel is gone
+/// (then the broker redelivers the original anyway).
 async fn confirmed_copy(
     ctx: &Context,
     channel: &Channel,
@@ -226,11 +236,31 @@ async fn confirmed_copy(
     let mut headers = props.headers().clone().unwrap_or_default();
     crate::telemetry::propagate::inject(&mut headers);
     let props = props.with_headers(headers);
-    let started = std::time::Instant::now();
-    let result = publish_confirmed(channel, queue, body, props).await;
-    let took = started.elapsed().as_secs_f64();
-    ctx.health.metrics.publish_confirm.observe(took);
-    result
+    let metrics = &ctx.health.metrics;
+    let mut failures = 0;
+    loop {
+        let started = std::time::Instant::now();
+        let deadline = ctx.confirm_timeout();
+        let result = publish_confirmed(channel, queue, body, props.clone(), deadline).await;
+        metrics
+            .publish_confirm
+            .observe(started.elapsed().as_secs_f64());
+        let Err(why) = result else { return Ok(()) };
+        metrics.copies_unconfirmed.inc();
+        if !channel.status().connected() || ctx.draining.is_cancelled() {
+            return Err(why);
+        }
+        failures += 1;
+        let pause = copy_retry_delay(failures);
+        warn!(
+            "copy to '{queue}' not stored ({why}); holding the task and trying again in {}s",
+            pause.as_secs()
+        );
+        tokio::select! {
+            _ = tokio::time::sleep(pause) => {}
+            _ = ctx.draining.cancelled() => return Err(why),
+        }
+    }
 }
 
 fn now_secs() -> u64 {
@@ -338,6 +368,12 @@ mod tests {
             decide(&topo, 1, 1, Outcome::retry("x")),
             Decision::DeadLetter { .. }
         ));
+    }
+
+    #[test]
+    fn unconfirmed_copies_are_retried_with_growing_pauses() {
+        let pauses: Vec<u64> = (1..8).map(|n| copy_retry_delay(n).as_secs()).collect();
+        assert_eq!(pauses, [1, 2, 4, 8, 16, 30, 30]);
     }
 
     #[test]
