@@ -64,6 +64,14 @@ pub enum Error {
     )]
     QueueUnavailable { queue: String, broker: String },
 
+    /// A broker call did not answer in time (a frozen node, a network
+    /// black hole); retried like a lost connection.
+    #[error(
+        "the broker did not answer {step} within {after} (amqp.connect_timeout); a node may be frozen or \
+         unreachable: Warren reconnects, to another node when the URL list has one"
+    )]
+    Timeout { step: String, after: String },
+
     /// Some published messages were not confirmed by the broker.
     #[error(
         "{unconfirmed} of {total} messages were not confirmed by the broker ({detail}); they may not be stored: publish them again"

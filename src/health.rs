@@ -21,6 +21,9 @@ pub enum Phase {
     Draining = 3,
     /// Done.
     Stopped = 4,
+    /// The broker cancelled the consumer; declaring and consuming again on
+    /// the same connection.
+    Resubscribing = 5,
 }
 
 impl Phase {
@@ -30,6 +33,7 @@ impl Phase {
             2 => Phase::Reconnecting,
             3 => Phase::Draining,
             4 => Phase::Stopped,
+            5 => Phase::Resubscribing,
             _ => Phase::Connecting,
         }
     }
@@ -41,6 +45,7 @@ impl Phase {
             Phase::Reconnecting => "reconnecting to the broker",
             Phase::Draining => "draining for shutdown",
             Phase::Stopped => "stopped",
+            Phase::Resubscribing => "the broker cancelled the consumer; consuming again",
         }
     }
 }
@@ -97,7 +102,10 @@ impl Health {
     /// Records what the supervisor does now (and whether it is connected).
     pub(crate) fn set_phase(&self, phase: Phase) {
         self.phase.store(phase as u8, Ordering::Relaxed);
-        let connected = matches!(phase, Phase::Consuming | Phase::Draining);
+        let connected = matches!(
+            phase,
+            Phase::Consuming | Phase::Draining | Phase::Resubscribing
+        );
         self.metrics.broker_connected.set(i64::from(connected));
     }
 

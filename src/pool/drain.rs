@@ -4,7 +4,7 @@
 //! requeues whatever is still unacked).
 
 use super::Context;
-use super::supervisor::Session;
+use super::session::Session;
 use crate::health::Phase;
 use crate::metrics::Disposition;
 use futures_lite::StreamExt;

@@ -1,7 +1,8 @@
 //! The worker pool: one connection, one channel, one consumer, N workers.
 //!
-//! - [`supervisor`] connects, declares, consumes and reconnects; [`drain`]
-//!   stops it gracefully on shutdown.
+//! - [`supervisor`] connects, consumes and reconnects; a [`session`] is one
+//!   connection (opened with deadlines; consumes again after a broker cancel);
+//!   [`drain`] stops it gracefully on shutdown.
 //! - [`worker`] runs the handler on one task (catching panics, enforcing the
 //!   timeout) and hands the outcome to settle.
 //! - [`settle`]: an [`Unsettled`](settle::Unsettled) delivery and the only
@@ -16,6 +17,7 @@
 
 mod acks;
 mod drain;
+mod session;
 mod settle;
 mod slots;
 mod supervisor;

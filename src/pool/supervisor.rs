@@ -1,40 +1,19 @@
 //! The supervisor: connect → declare → consume → (lost: reconnect) → drain.
 
-use super::acks::{Acks, Ticket};
+use super::acks::Ticket;
+use super::session::{End, Session};
 use super::settle::Unsettled;
 use super::slots::Slots;
 use super::{Context, drain, worker};
-use crate::amqp::{self, publish, topology};
 use crate::error::{Error, Result};
 use crate::handler::{Handler, Task};
 use crate::health::Phase;
 use futures_lite::StreamExt;
-use lapin::options::{BasicConsumeOptions, BasicQosOptions};
-use lapin::types::FieldTable;
-use lapin::{Channel, Connection, Consumer};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
-
-/// One connection's worth of consuming.
-pub(super) struct Session {
-    pub(super) conn: Connection,
-    pub(super) channel: Channel,
-    pub(super) consumer: Consumer,
-    /// This channel's ack batcher (see `acks.rs`) and its task.
-    pub(super) acks: Acks,
-    pub(super) batcher: tokio::task::JoinHandle<()>,
-}
-
-/// Why a session stopped consuming.
-enum End {
-    /// Shutdown was requested: drain this session.
-    Shutdown,
-    /// The connection or channel died; carry the reason for the log.
-    Lost(String),
-}
 
 /// Runs sessions until shutdown; reconnects with capped exponential backoff
 /// and jitter when the broker goes away. Only permanent errors return early.
@@ -55,35 +34,43 @@ pub(super) async fn supervise<H: Handler>(
         ctx.health.set_phase(Phase::Consuming);
         ctx.observer_channel
             .send_replace(session.conn.create_channel().await.ok());
-        let end = consume(
-            &ctx,
-            &handler,
-            &mut session,
-            &mut slots,
-            &tracker,
-            &shutdown,
-        )
-        .await;
+        let end = loop {
+            let end = consume(
+                &ctx,
+                &handler,
+                &mut session,
+                &mut slots,
+                &tracker,
+                &shutdown,
+            )
+            .await;
+            if !matches!(end, End::Cancelled) {
+                break end;
+            }
+            if let Err(end) = session.resubscribe(&ctx, &shutdown).await {
+                break end;
+            }
+        };
         ctx.observer_channel.send_replace(None);
-        match end {
+        let reason = match end {
             End::Shutdown => {
                 drain::drain(&ctx, session, &tracker).await;
                 return Ok(());
             }
-            End::Lost(reason) => {
-                ctx.health.set_phase(Phase::Reconnecting);
-                warn!(
-                    in_flight = ctx.health.in_flight(),
-                    "lost the broker ({}); reconnecting. Tasks in flight cannot be acked on a new \
-                     channel: the broker will redeliver them",
-                    explain_loss(&reason)
-                );
-                let _ = session.conn.close(200, "reconnecting".into()).await;
-                failures = 1;
-                if sleep_or_shutdown(reconnect_delay(failures), &shutdown).await {
-                    break;
-                }
-            }
+            End::Lost(reason) => reason,
+            End::Cancelled => "the broker cancelled the consumer".into(),
+        };
+        ctx.health.set_phase(Phase::Reconnecting);
+        warn!(
+            in_flight = ctx.health.in_flight(),
+            "lost the broker ({}); reconnecting. Tasks in flight cannot be acked on a new \
+             channel: the broker will redeliver them",
+            explain_loss(&reason)
+        );
+        let _ = session.conn.close(200, "reconnecting".into()).await;
+        failures = 1;
+        if sleep_or_shutdown(reconnect_delay(failures), &shutdown).await {
+            break;
         }
     }
     // Shutdown while not consuming: nothing prefetched, only finish in-flight work.
@@ -106,7 +93,7 @@ async fn connect<H: Handler>(
         }
         let opened = tokio::select! {
             _ = shutdown.cancelled() => return Ok(None),
-            opened = open(ctx) => opened,
+            opened = Session::open(ctx) => opened,
         };
         match opened {
             Ok(session) => {
@@ -174,68 +161,6 @@ fn is_permanent(e: &Error) -> bool {
     )
 }
 
-/// Connects and starts consuming.
-async fn open(ctx: &Context) -> Result<Session> {
-    let pid = std::process::id();
-    let name = format!("warren work {}/{pid}", ctx.worker_name);
-    let conn = amqp::connect(&ctx.config.amqp, &name).await?;
-    match start_consuming(ctx, &conn).await {
-        Ok((channel, consumer)) => {
-            let (acks, batcher) = Acks::spawn();
-            Ok(Session {
-                conn,
-                channel,
-                consumer,
-                acks,
-                batcher,
-            })
-        }
-        Err(e) => {
-            let _ = conn
-                .close(200, "warren could not start consuming".into())
-                .await;
-            Err(e)
-        }
-    }
-}
-
-async fn start_consuming(ctx: &Context, conn: &Connection) -> Result<(Channel, Consumer)> {
-    let pool = &ctx.config.pool;
-    let queue = &ctx.topo.queue;
-    let channel = conn
-        .create_channel()
-        .await
-        .map_err(|e| Error::amqp("opening a channel", e))?;
-    let ready = topology::declare(&channel, &ctx.topo).await?;
-    let prefetch = pool.effective_prefetch();
-    channel
-        .basic_qos(prefetch, BasicQosOptions::default())
-        .await
-        .map_err(|e| Error::amqp("setting basic_qos prefetch", e))?;
-    // Retry and dead-letter copies are published on this same channel and
-    // must be confirmed before the original is acked.
-    publish::enable_confirms(&channel).await?;
-    let tag = format!("warren.{}.{}", ctx.worker_name, std::process::id());
-    let consumer = channel
-        .basic_consume(
-            queue.as_str().into(),
-            tag.into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .map_err(|e| Error::amqp(format!("consuming from queue '{queue}'"), e))?;
-    info!(
-        queue = %queue,
-        concurrency = pool.concurrency,
-        prefetch,
-        ready,
-        "consuming from '{queue}' with {} workers, prefetch {prefetch}; {ready} tasks waiting",
-        pool.concurrency
-    );
-    Ok((channel, consumer))
-}
-
 /// The dispatcher: a free worker first, then a delivery for it.
 async fn consume<H: Handler>(
     ctx: &Arc<Context>,
@@ -274,14 +199,14 @@ async fn consume<H: Handler>(
                 ));
             }
             Some(Err(e)) => return End::Lost(e.to_string()),
-            None => return End::Lost("the broker cancelled the consumer".into()),
+            None => return End::Cancelled,
         }
     }
 }
 
 /// Capped exponential backoff (0.5 s … 30 s) with ±50 % jitter so a fleet
 /// of pods does not reconnect in lockstep after a broker restart.
-fn reconnect_delay(failures: u32) -> Duration {
+pub(super) fn reconnect_delay(failures: u32) -> Duration {
     let base = Duration::from_millis(500).saturating_mul(1 << failures.min(6).saturating_sub(1));
     let capped = base.min(Duration::from_secs(30));
     capped.mul_f64(0.5 + jitter())
@@ -294,7 +219,7 @@ fn jitter() -> f64 {
 }
 
 /// Sleeps; true when shutdown came first.
-async fn sleep_or_shutdown(delay: Duration, shutdown: &CancellationToken) -> bool {
+pub(super) async fn sleep_or_shutdown(delay: Duration, shutdown: &CancellationToken) -> bool {
     tokio::select! {
         _ = shutdown.cancelled() => true,
         _ = tokio::time::sleep(delay) => false,

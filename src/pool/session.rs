@@ -1,0 +1,197 @@
+//! One connection's worth of consuming: open it (connect, declare, qos,
+//! confirms, consume) and, when the broker cancels the consumer, consume
+//! again on the same channel so in-flight tasks can still be acked.
+
+use super::Context;
+use super::acks::Acks;
+use crate::amqp::{self, publish, topology};
+use crate::error::{Error, Result};
+use crate::health::Phase;
+use lapin::options::{BasicConsumeOptions, BasicQosOptions};
+use lapin::types::FieldTable;
+use lapin::{Channel, Connection, Consumer};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+/// A connection, its consuming channel and consumer, and the channel's ack batcher.
+pub(super) struct Session {
+    pub(super) conn: Connection,
+    /// Deliveries arrive, are acked and copies are published (with
+    /// confirms) on this one channel.
+    pub(super) channel: Channel,
+    pub(super) consumer: Consumer,
+    /// This channel's ack batcher (see `acks.rs`) and its task.
+    pub(super) acks: Acks,
+    pub(super) batcher: tokio::task::JoinHandle<()>,
+}
+
+/// Why a session is over (or paused).
+pub(super) enum End {
+    /// Shutdown was requested: drain this session.
+    Shutdown,
+    /// The connection or channel died; carry the reason for the log.
+    Lost(String),
+    /// The broker cancelled the consumer; the channel is still open.
+    Cancelled,
+}
+
+impl Session {
+    /// Connects and starts consuming, each step within `amqp.connect_timeout`
+    /// (a frozen node would otherwise hold a declare forever).
+    pub(super) async fn open(ctx: &Context) -> Result<Session> {
+        let pid = std::process::id();
+        let name = format!("warren work {}/{pid}", ctx.worker_name);
+        let conn = amqp::connect(&ctx.config.amqp, &name).await?;
+        match start_consuming(ctx, &conn).await {
+            Ok((channel, consumer)) => {
+                let (acks, batcher) = Acks::spawn();
+                Ok(Session {
+                    conn,
+                    channel,
+                    consumer,
+                    acks,
+                    batcher,
+                })
+            }
+            Err(e) => {
+                let _ = conn
+                    .close(200, "warren could not start consuming".into())
+                    .await;
+                Err(e)
+            }
+        }
+    }
+
+    /// After the broker cancelled the consumer (the queue was deleted, a
+    /// quorum member went away, RabbitMQ 4's consumer_timeout in notify
+    /// mode): unready, declare again (or wait for the queue with
+    /// `declare: false`) and consume again, with backoff. Err when the
+    /// connection died or shutdown came first.
+    pub(super) async fn resubscribe(
+        &mut self,
+        ctx: &Context,
+        shutdown: &CancellationToken,
+    ) -> std::result::Result<(), End> {
+        ctx.health.set_phase(Phase::Resubscribing);
+        let queue = &ctx.topo.queue;
+        warn!(
+            "the broker cancelled the consumer on '{queue}' (queue deleted, a quorum queue member \
+             went away, or consumer_timeout); consuming again"
+        );
+        let mut failures = 0;
+        loop {
+            if !self.conn.status().connected() {
+                return Err(End::Lost(
+                    "the connection closed after a consumer cancel".into(),
+                ));
+            }
+            match self.consume_again(ctx).await {
+                Ok(consumer) => {
+                    self.consumer = consumer;
+                    ctx.health.set_phase(Phase::Consuming);
+                    info!("consuming from '{queue}' again");
+                    return Ok(());
+                }
+                Err(e) => {
+                    failures += 1;
+                    let delay = super::supervisor::reconnect_delay(failures);
+                    warn!("{e}; trying again in {:.1}s", delay.as_secs_f64());
+                    if super::supervisor::sleep_or_shutdown(delay, shutdown).await {
+                        return Err(End::Shutdown);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Declares (or checks) on a throwaway channel — a failed passive declare
+    /// closes its channel, and the consuming one still has tasks to ack —
+    /// then consumes on the session's channel.
+    async fn consume_again(&self, ctx: &Context) -> Result<Consumer> {
+        let limit = ctx.config.amqp.connect_timeout;
+        let probe = within(limit, "opening a channel", async {
+            self.conn
+                .create_channel()
+                .await
+                .map_err(|e| Error::amqp("opening a channel", e))
+        })
+        .await?;
+        let declared = within(
+            limit,
+            "declaring queues",
+            topology::declare(&probe, &ctx.topo),
+        )
+        .await;
+        let _ = probe.close(200, "declared".into()).await;
+        declared?;
+        within(limit, "consuming", basic_consume(ctx, &self.channel)).await
+    }
+}
+
+/// Runs `step` with a deadline; a timeout is an error naming the step.
+async fn within<T>(limit: Duration, step: &str, fut: impl Future<Output = Result<T>>) -> Result<T> {
+    match tokio::time::timeout(limit, fut).await {
+        Ok(result) => result,
+        Err(_) => Err(Error::Timeout {
+            step: step.to_owned(),
+            after: crate::config::duration::format(&limit),
+        }),
+    }
+}
+
+async fn start_consuming(ctx: &Context, conn: &Connection) -> Result<(Channel, Consumer)> {
+    let limit = ctx.config.amqp.connect_timeout;
+    let channel = within(limit, "opening a channel", async {
+        conn.create_channel()
+            .await
+            .map_err(|e| Error::amqp("opening a channel", e))
+    })
+    .await?;
+    let ready = within(
+        limit,
+        "declaring queues",
+        topology::declare(&channel, &ctx.topo),
+    )
+    .await?;
+    let prefetch = ctx.config.pool.effective_prefetch();
+    within(limit, "setting basic_qos", async {
+        channel
+            .basic_qos(prefetch, BasicQosOptions::default())
+            .await
+            .map_err(|e| Error::amqp("setting basic_qos prefetch", e))
+    })
+    .await?;
+    // Retry and dead-letter copies are published on this same channel and
+    // must be confirmed before the original is acked.
+    within(
+        limit,
+        "enabling confirms",
+        publish::enable_confirms(&channel),
+    )
+    .await?;
+    let consumer = within(limit, "consuming", basic_consume(ctx, &channel)).await?;
+    let (queue, workers) = (&ctx.topo.queue, ctx.config.pool.concurrency);
+    info!(
+        queue = %queue,
+        concurrency = workers,
+        prefetch,
+        ready,
+        "consuming from '{queue}' with {workers} workers, prefetch {prefetch}; {ready} tasks waiting",
+    );
+    Ok((channel, consumer))
+}
+
+async fn basic_consume(ctx: &Context, channel: &Channel) -> Result<Consumer> {
+    let queue = &ctx.topo.queue;
+    let tag = format!("warren.{}.{}", ctx.worker_name, std::process::id());
+    channel
+        .basic_consume(
+            queue.as_str().into(),
+            tag.into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .map_err(|e| Error::amqp(format!("consuming from queue '{queue}'"), e))
+}
