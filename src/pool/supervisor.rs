@@ -34,23 +34,15 @@ pub(super) async fn supervise<H: Handler>(
         ctx.health.set_phase(Phase::Consuming);
         ctx.observer_channel
             .send_replace(session.conn.create_channel().await.ok());
-        let end = loop {
-            let end = consume(
-                &ctx,
-                &handler,
-                &mut session,
-                &mut slots,
-                &tracker,
-                &shutdown,
-            )
-            .await;
-            if !matches!(end, End::Cancelled) {
-                break end;
-            }
-            if let Err(end) = session.resubscribe(&ctx, &shutdown).await {
-                break end;
-            }
-        };
+        let end = consume_resubscribing(
+            &ctx,
+            &handler,
+            &mut session,
+            &mut slots,
+            &tracker,
+            &shutdown,
+        )
+        .await;
         ctx.observer_channel.send_replace(None);
         let reason = match end {
             End::Shutdown => {
@@ -159,6 +151,26 @@ fn is_permanent(e: &Error) -> bool {
         e,
         Error::QueueMismatch { .. } | Error::QueueMissing { .. } | Error::Config { .. }
     )
+}
+
+/// [`consume`], resubscribing whenever the broker cancels the consumer.
+async fn consume_resubscribing<H: Handler>(
+    ctx: &Arc<Context>,
+    handler: &Arc<H>,
+    session: &mut Session,
+    slots: &mut Slots,
+    tracker: &TaskTracker,
+    shutdown: &CancellationToken,
+) -> End {
+    loop {
+        let end = consume(ctx, handler, session, slots, tracker, shutdown).await;
+        if !matches!(end, End::Cancelled) {
+            return end;
+        }
+        if let Err(end) = session.resubscribe(ctx, shutdown).await {
+            return end;
+        }
+    }
 }
 
 /// The dispatcher: a free worker first, then a delivery for it.
