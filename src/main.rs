@@ -8,7 +8,7 @@ use std::process::ExitCode;
 async fn main() -> ExitCode {
     let cli = warren::cli::Cli::parse();
     let telemetry = warren::telemetry::init();
-    let shutdown = match warren::shutdown::on_signals() {
+    let shutdown = match warren::shutdown::on_signals(telemetry.flusher()) {
         Ok(token) => token,
         Err(e) => {
             eprintln!("error: cannot install signal handlers: {e}");
