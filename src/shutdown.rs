@@ -13,7 +13,7 @@ const FLUSH_LIMIT: Duration = Duration::from_secs(2);
 
 /// A token cancelled by the first SIGTERM or ctrl-c (graceful drain).
 /// A second signal exits with 130 at once, after giving `flush` (exporting
-/// buffered traces) at most [`FLUSH_LIMIT`]; the broker requeues whatever
+/// buffered traces) at most 2 s; the broker requeues whatever
 /// was unacked.
 pub fn on_signals(flush: impl FnOnce() + Send + 'static) -> std::io::Result<CancellationToken> {
     let token = CancellationToken::new();

@@ -1,7 +1,7 @@
 //! clap flags generated from [`KEYS`]: a command flattens [`KeyFlags`] and
 //! gets one flag per key in its scope, with the key's doc line, default and
 //! env var as help. A flag therefore always has a key (no list to keep in
-//! step), and its value reaches [`load`](super::load) as a [`Layer`].
+//! step), and its value reaches [`load`](fn@super::load) as a [`Layer`].
 
 use super::keys::{Flag, KEYS, Key};
 use super::load::Layer;
@@ -15,7 +15,7 @@ pub struct KeyFlags<const WORK: bool> {
 }
 
 impl<const WORK: bool> KeyFlags<WORK> {
-    /// The flags given, as overrides for [`load`](super::load).
+    /// The flags given, as overrides for [`load`](fn@super::load).
     pub fn layers(&self) -> &[Layer] {
         &self.layers
     }

@@ -3,7 +3,7 @@
 //! A row here is all Warren knows about a key besides its struct field: the
 //! env var (derived from the path), the flag and the commands that take it,
 //! how the raw text of env and flags is read, and the doc line. clap's flags
-//! ([`super::flags`]), the env layer ([`super::load`]), `warren config check`,
+//! ([`super::flags`]), the env layer ([`env_layers`](super::env_layers)), `warren config check`,
 //! `warren config keys` and README.md's table are all generated from [`KEYS`];
 //! defaults come from `Config::default()`, so they are not written twice.
 //! Adding a key = a struct field (with its default) + one row.

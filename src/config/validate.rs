@@ -1,5 +1,5 @@
 //! [`Config::validate`]: ranges and combinations, each error naming the key
-//! and the fix. [`load`](super::load) runs it, so code that gets a config
+//! and the fix. [`load`](fn@super::load) runs it, so code that gets a config
 //! from there trusts it and checks nothing again; library users who build a
 //! `Config` by hand call it once (the pool's entry point does).
 //!
