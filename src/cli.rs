@@ -1,8 +1,8 @@
 //! The command-line surface: `warren work | publish | status | config check`.
 //!
 //! The config flags are generated from the key table
-//! ([`config::flags`](crate::config::flags)) and their text is merged into
-//! the config by [`config::load`](crate::config::load), so a bad flag value
+//! ([`config::flags`]) and their text is merged into
+//! the config by [`config::load()`], so a bad flag value
 //! fails with the same message (key + flag name) as a bad YAML or env value.
 
 use crate::amqp::{self, publish, topology};
