@@ -10,7 +10,7 @@
 //! The parts never start each other: each takes what it needs (the shared
 //! [`Health`], the config, a stop token) from here.
 
-use crate::config::Config;
+use crate::config::{Config, Loaded};
 use crate::error::Result;
 use crate::handler::Handler;
 use crate::health::{Health, Phase};
@@ -24,6 +24,9 @@ use tracing::{info, warn};
 /// A pool with its helpers, built from a config and a handler.
 pub struct App<H> {
     config: Config,
+    /// Warnings of a config that was validated already (by `config::load`);
+    /// None: validate at `run`.
+    checked: Option<Vec<String>>,
     handler: H,
     health: Arc<Health>,
     /// Serve /livez, /readyz and /metrics on `server.listen`.
@@ -37,9 +40,19 @@ impl<H: Handler> App<H> {
     pub fn new(config: Config, handler: H) -> Self {
         App {
             config,
+            checked: None,
             handler,
             health: Arc::default(),
             http_server: false,
+        }
+    }
+
+    /// An app for a config [`config::load`](crate::config::load) validated
+    /// already: it is trusted as is, and its warnings are logged at `run`.
+    pub fn from_loaded(loaded: Loaded, handler: H) -> Self {
+        App {
+            checked: Some(loaded.warnings),
+            ..App::new(loaded.config, handler)
         }
     }
 
@@ -58,9 +71,13 @@ impl<H: Handler> App<H> {
     /// within `pool.shutdown_timeout`) and returns. Fails only for problems a
     /// retry cannot fix: invalid config, a port in use, a queue declared
     /// elsewhere with other arguments.
-    pub async fn run(self, shutdown: CancellationToken) -> Result<()> {
+    pub async fn run(mut self, shutdown: CancellationToken) -> Result<()> {
         crate::crypto::install_crypto_provider();
-        for warning in self.config.validate()? {
+        let warnings = match self.checked.take() {
+            Some(warnings) => warnings,
+            None => self.config.validate()?,
+        };
+        for warning in warnings {
             warn!("{warning}");
         }
         let listener = match self.http_server {

@@ -9,7 +9,7 @@ async fn main() -> ExitCode {
     warren::install_crypto_provider();
     let cli = warren::cli::Cli::parse();
     let telemetry = warren::telemetry::init();
-    let shutdown = match warren::shutdown::on_signals() {
+    let shutdown = match warren::shutdown::on_signals(telemetry.flusher()) {
         Ok(token) => token,
         Err(e) => {
             eprintln!("error: cannot install signal handlers: {e}");

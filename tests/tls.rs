@@ -351,7 +351,7 @@ fn tls_settings_are_checked_before_connecting() {
         LIMIT,
     );
     assert!(error_line(&out).contains("never downgrades to plaintext"));
-    // `status` does not validate the whole config; connecting refuses anyway.
+    // `status` validates the loaded config like every command.
     let out = run(
         &["status", "--amqp-url", plain, "--tls-ca-file", &ca],
         LIMIT,

@@ -32,13 +32,7 @@ pub async fn connect(cfg: &AmqpConfig, name: &str) -> Result<Connection> {
     let tls = match uri.scheme {
         // The entry points installed ring as the crypto provider (`crate::crypto`).
         AMQPScheme::AMQPS => tls_config(&cfg.tls)?,
-        // Config::validate says so too; this covers callers that skip it.
-        AMQPScheme::AMQP if cfg.tls != TlsConfig::default() => {
-            return Err(Error::config(
-                "amqp.tls",
-                "set but amqp.url is amqp://; use amqps:// — Warren never downgrades to plaintext",
-            ));
-        }
+        // amqp:// with `amqp.tls` files set was refused by Config::validate.
         AMQPScheme::AMQP => OwnedTLSConfig::default(),
     };
     let runtime = lapin::runtime::default_runtime()

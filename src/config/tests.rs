@@ -1,6 +1,8 @@
 //! Precedence (file < env < flags) and the messages users see for bad values.
 
 use super::*;
+use crate::error::Result;
+use keys::KEYS;
 use std::io::Write;
 
 fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
@@ -16,11 +18,23 @@ fn file(yaml: &str) -> tempfile::NamedTempFile {
     f
 }
 
-fn load_with(yaml: Option<&str>, vars: &[(&str, &str)], flags: &[(&str, &str)]) -> Result<Config> {
+/// Loads (and so validates) the file, env and flags (`--name`, raw text).
+fn loaded_with(
+    yaml: Option<&str>,
+    vars: &[(&str, &str)],
+    flags: &[(&str, &str)],
+) -> Result<Loaded> {
     let f = yaml.map(file);
-    let flags: Vec<(&str, String)> = flags.iter().map(|(k, v)| (*k, v.to_string())).collect();
-    let (layers, _) = parse_layers(env(vars), &flags, None);
+    let (mut layers, _) = env_layers(env(vars));
+    for (flag, raw) in flags {
+        let key = keys::by_flag(flag).unwrap_or_else(|| panic!("no key has the flag {flag}"));
+        layers.push(Layer::flag(key, raw));
+    }
     load(f.as_ref().map(|f| f.path()), &layers)
+}
+
+fn load_with(yaml: Option<&str>, vars: &[(&str, &str)], flags: &[(&str, &str)]) -> Result<Config> {
+    loaded_with(yaml, vars, flags).map(|l| l.config)
 }
 
 #[test]
@@ -127,18 +141,14 @@ fn errors_name_the_key_and_where_the_value_came_from() {
 
 #[test]
 fn unknown_warren_env_vars_are_warned_about() {
-    let (_, warnings) = parse_layers(
-        env(&[("WARREN_CONCURRENCY", "3"), ("HOME", "/root")]),
-        &[],
-        None,
-    );
+    let (_, warnings) = env_layers(env(&[("WARREN_CONCURRENCY", "3"), ("HOME", "/root")]));
     assert_eq!(warnings.len(), 1);
     assert!(warnings[0].contains("WARREN_CONCURRENCY"));
 }
 
 #[test]
 fn validation_names_the_key_and_the_fix() {
-    let check = |flags: &[(&str, &str)]| load_with(None, &[], flags).unwrap().validate();
+    let check = |flags: &[(&str, &str)]| loaded_with(None, &[], flags).map(|l| l.warnings);
     let err = check(&[("--concurrency", "0")]).unwrap_err().to_string();
     assert!(
         err.contains("pool.concurrency") && err.contains("--concurrency"),
@@ -186,20 +196,170 @@ fn redacted_copy_hides_passwords() {
     assert!(yaml.contains("amqp://app:***@rabbit:5672/%2f"), "{yaml}");
 }
 
-#[test]
-fn every_cli_flag_maps_to_a_config_key() {
-    use clap::CommandFactory;
-    let cli = crate::cli::Cli::command();
-    let work = cli.find_subcommand("work").unwrap();
-    let not_config = ["config", "help", "version", "command"];
-    for arg in work.get_arguments() {
-        let Some(long) = arg.get_long() else { continue };
-        if not_config.contains(&long) {
-            continue;
+/// Every leaf of the default config, as dotted paths.
+fn leaves(value: &serde_yaml::Value, prefix: &str, out: &mut Vec<String>) {
+    match value.as_mapping() {
+        Some(map) => {
+            for (k, v) in map {
+                let k = k.as_str().unwrap();
+                let path = match prefix {
+                    "" => k.to_owned(),
+                    _ => format!("{prefix}.{k}"),
+                };
+                leaves(v, &path, out);
+            }
         }
-        let flag = format!("--{long}");
-        let leaked: &'static str = Box::leak(flag.into_boxed_str());
-        let (layers, _) = parse_layers(Vec::new(), &[(leaked, "1".to_string())], None);
-        assert_eq!(layers.len(), 1, "{leaked} must map to a config key");
+        None => out.push(prefix.to_owned()),
     }
+}
+
+#[test]
+fn the_key_table_and_the_structs_agree() {
+    let defaults = serde_yaml::to_value(Config::default()).unwrap();
+    let mut fields = Vec::new();
+    leaves(&defaults, "", &mut fields);
+    let rows: Vec<&str> = KEYS.iter().map(|k| k.path).collect();
+    for field in &fields {
+        assert!(
+            rows.contains(&field.as_str()),
+            "{field} has no row in src/config/keys.rs"
+        );
+    }
+    for row in &rows {
+        assert!(
+            fields.iter().any(|f| f == row),
+            "{row} in src/config/keys.rs is not a field of Config"
+        );
+    }
+    assert_eq!(fields.len(), rows.len(), "one row per key");
+    let mut envs: Vec<String> = KEYS.iter().map(|k| k.env()).collect();
+    let mut flags: Vec<String> = KEYS.iter().map(|k| k.flag_text()).collect();
+    envs.sort();
+    envs.dedup();
+    flags.sort();
+    flags.dedup();
+    assert_eq!(
+        (envs.len(), flags.len()),
+        (rows.len(), rows.len()),
+        "unique names"
+    );
+}
+
+#[test]
+fn the_generated_flags_build_and_keep_their_names() {
+    use clap::CommandFactory;
+    crate::cli::Cli::command().debug_assert();
+    let c = load_with(
+        None,
+        &[],
+        &[("--declare", "false"), ("--pod-deletion-cost", "true")],
+    )
+    .unwrap();
+    assert!(!c.queue.declare && c.kube.pod_deletion_cost);
+    for (flag, env) in [
+        ("--queue", "WARREN_QUEUE_NAME"),
+        ("--handler", "WARREN_HANDLER_KIND"),
+        (
+            "--pod-deletion-cost-interval",
+            "WARREN_KUBE_UPDATE_INTERVAL",
+        ),
+        ("--tls-ca-file", "WARREN_AMQP_TLS_CA_FILE"),
+    ] {
+        assert_eq!(keys::by_flag(flag).unwrap().env(), env);
+    }
+}
+
+#[test]
+fn lists_take_yaml_or_commas() {
+    let c = load_with(
+        None,
+        &[("WARREN_HANDLER_EXEC_REJECT_EXIT_CODES", "[65, 78]")],
+        &[],
+    )
+    .unwrap();
+    assert_eq!(c.handler.exec.reject_exit_codes, [65, 78]);
+    let c = load_with(None, &[], &[("--reject-exit-codes", "64,65")]).unwrap();
+    assert_eq!(c.handler.exec.reject_exit_codes, [64, 65]);
+    let c = load_with(None, &[], &[("--reject-exit-codes", "3")]).unwrap();
+    assert_eq!(c.handler.exec.reject_exit_codes, [3]);
+}
+
+#[test]
+fn check_output_is_yaml_that_loads_back_and_names_origins() {
+    let loaded = loaded_with(
+        Some("pool: { concurrency: 3 }"),
+        &[("WARREN_QUEUE_NAME", "123")],
+        &[("--backoff", "1s,2s")],
+    )
+    .unwrap();
+    let yaml = effective_yaml(&loaded);
+    assert!(
+        yaml.contains("name: '123'  # from WARREN_QUEUE_NAME"),
+        "{yaml}"
+    );
+    assert!(
+        yaml.contains("backoff: [1s, 2s]  # from --backoff"),
+        "{yaml}"
+    );
+    assert!(yaml.contains("concurrency: 3  # from /"), "{yaml}");
+    let back = load_with(Some(&yaml), &[], &[]).unwrap();
+    assert_eq!(back, loaded.config.redacted());
+}
+
+#[test]
+fn zero_limits_and_empty_lists_are_errors_naming_the_key() {
+    let cases: &[(&[(&str, &str)], &str)] = &[
+        (
+            &[("--pod-deletion-cost-interval", "0s")],
+            "kube.update_interval",
+        ),
+        (
+            &[("--queue-poll-interval", "0s")],
+            "server.queue_poll_interval",
+        ),
+        (&[("--connect-timeout", "0s")], "amqp.connect_timeout"),
+        (&[("--handler-timeout", "0s")], "pool.handler_timeout"),
+        (
+            &[("--broker-consumer-timeout", "0s")],
+            "amqp.broker_consumer_timeout",
+        ),
+        (&[("--backoff", ",")], "retry.backoff"),
+        (&[("--backoff", "")], "retry.backoff"),
+        (&[("--dead-letter-queue", "")], "retry.dead_letter_queue"),
+        (&[("--management-url", "")], "amqp.management_url"),
+        (&[("--max-body-bytes", "0")], "pool.max_body_bytes"),
+        (
+            &[
+                ("--handler", "http"),
+                ("--http-url", "http://h/"),
+                ("--http-timeout", "0s"),
+            ],
+            "handler.http.timeout",
+        ),
+        (&[("--handler", "exec")], "handler.exec.command"),
+        (&[("--reject-exit-codes", "0")], ""),
+    ];
+    for (flags, key) in cases {
+        match load_with(None, &[], flags) {
+            Err(e) => assert!(e.to_string().contains(key), "{flags:?}: {e}"),
+            // Reject codes only matter (and are checked) for the exec handler.
+            Ok(_) => assert!(key.is_empty(), "{flags:?} must fail naming {key}"),
+        }
+    }
+    let err = load_with(Some("retry: { backoff: [] }"), &[], &[]).unwrap_err();
+    assert!(err.to_string().contains("retry.backoff"), "{err}");
+}
+
+#[test]
+fn zero_delays_mean_at_once_and_are_allowed() {
+    let flags = [
+        ("--per-dot", "0s"),
+        ("--shutdown-timeout", "0s"),
+        ("--kill-grace", "0s"),
+        ("--heartbeat", "0s"),
+        ("--backoff", "0s,1s"),
+        ("--reject-exit-codes", ""),
+    ];
+    let c = load_with(None, &[], &flags).unwrap();
+    assert!(c.pool.shutdown_timeout.is_zero() && c.handler.exec.reject_exit_codes.is_empty());
 }

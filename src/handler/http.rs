@@ -44,18 +44,15 @@ struct Target {
 
 impl HttpHandler {
     /// A handler with up to `concurrency` idle keep-alive connections, one
-    /// per worker, so steady load never reconnects.
+    /// per worker, so steady load never reconnects. `config` is validated
+    /// (see `Config::validate`): the URLs are only parsed here, and a
+    /// missing one fails like an unparsable one.
     pub fn new(config: &HttpConfig, concurrency: u32) -> Result<Self> {
         let parse = |key: &str, url: &str| {
             Url::parse(url)
                 .map_err(|e| Error::config(key, format!("'{}' is not a URL: {e}", redact_url(url))))
         };
-        let raw = config.url.as_deref().ok_or_else(|| {
-            Error::config(
-                "handler.http.url",
-                "is required for the http handler (--http-url http://127.0.0.1:8080/tasks)",
-            )
-        })?;
+        let raw = config.url.as_deref().unwrap_or_default();
         let url = parse("handler.http.url", raw)?;
         let ready_url = match &config.ready_url {
             Some(r) => Some(parse("handler.http.ready_url", r)?),

@@ -103,11 +103,11 @@ pub enum Builtin {
 }
 
 impl Builtin {
-    /// Builds the configured handler, or says why it cannot run (e.g. the
-    /// exec PROGRAM is missing): checked before the pool starts, so a broken
-    /// setup fails once at startup instead of failing every task.
+    /// Builds the configured handler from a validated `config` (see
+    /// [`Config::validate`]), or says why it cannot run here (e.g. the exec
+    /// PROGRAM is not on PATH): before the pool starts, so a broken setup
+    /// fails once at startup instead of failing every task.
     pub fn from_config(config: &Config) -> Result<Self> {
-        config.validate_handler()?;
         let handler = &config.handler;
         Ok(match handler.kind {
             HandlerKind::Sleep => Builtin::Sleep(SleepHandler::new(handler.sleep.per_dot)),

@@ -70,6 +70,21 @@ pub fn init() -> Telemetry {
 }
 
 impl Telemetry {
+    /// A blocking function that exports the spans buffered so far, for an
+    /// exit that cannot wait for [`Telemetry::shutdown`] (a second signal).
+    pub fn flusher(&self) -> impl FnOnce() + Send + 'static {
+        #[cfg(feature = "otel")]
+        let provider = self.provider.clone();
+        move || {
+            #[cfg(feature = "otel")]
+            if let Some(provider) = provider {
+                if let Err(e) = provider.force_flush() {
+                    eprintln!("warning: flushing traces failed: {e}");
+                }
+            }
+        }
+    }
+
     /// Flushes buffered spans (blocking; call once, at exit).
     pub fn shutdown(self) {
         #[cfg(feature = "otel")]

@@ -56,14 +56,15 @@ struct Inner {
 }
 
 impl ExecHandler {
-    /// Checks that PROGRAM can be executed; the error names
-    /// `handler.exec.command` and says how to fix it.
+    /// Finds PROGRAM (once, like execvp) for a validated config, whose
+    /// command is not empty; the error names `handler.exec.command` and says
+    /// how to fix it.
     pub fn new(config: &ExecConfig) -> Result<Self> {
-        let Some((argv0, args)) = config.command.split_first() else {
-            return Err(Error::config(
-                "handler.exec.command",
-                "is empty; give the program after `--` (warren work --handler exec -- python3 task.py)",
-            ));
+        // An empty argv (a config that skipped validation) resolves "", which
+        // fails like any other program that is not there.
+        let (argv0, args) = match config.command.split_first() {
+            Some((argv0, args)) => (argv0.as_str(), args),
+            None => ("", &[][..]),
         };
         let program =
             program::resolve(argv0).map_err(|why| Error::config("handler.exec.command", why))?;
@@ -74,7 +75,7 @@ impl ExecHandler {
         Ok(ExecHandler {
             inner: Arc::new(Inner {
                 program,
-                argv0: argv0.clone(),
+                argv0: argv0.to_owned(),
                 args: args.to_vec(),
                 reject_exit_codes: config.reject_exit_codes.clone(),
                 kill_grace: config.kill_grace,
