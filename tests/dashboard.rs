@@ -11,8 +11,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use support::broker::{self, shared_url, unique_queue};
-use support::proc::{Warren, command, http_get};
+use support::health::{sample, tasks_total};
+use support::net::http_get;
+use support::proc::{Warren, command};
 use support::prom::{self, Prometheus, Target};
+use warren::metrics::Disposition;
 
 const DASHBOARD: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -175,15 +178,6 @@ fn exported(name: &str, families: &BTreeMap<String, String>) -> bool {
         || matches!(kind_of("_sum"), Some("histogram" | "summary"))
 }
 
-/// Value of one exact series (`name{labels}` as rendered) in a scrape.
-fn sample(scrape: &str, series: &str) -> Option<f64> {
-    scrape.lines().find_map(|l| {
-        l.strip_prefix(series)
-            .and_then(|rest| rest.strip_prefix(' '))
-            .and_then(|v| v.trim().parse().ok())
-    })
-}
-
 /// Scrapes until every `(series, value)` holds; panics with the scrape if not.
 async fn wait_metrics(base: &str, want: &[(String, f64)]) -> String {
     let started = Instant::now();
@@ -244,7 +238,7 @@ async fn dashboard_queries_work_against_a_real_warren_and_prometheus() {
     // `warren work` has no --queue-poll-interval flag; the env var sets it.
     cmd.env("WARREN_SERVER_QUEUE_POLL_INTERVAL", "200ms");
     let w = Warren::spawn_with("dashboard", cmd);
-    let base = w.http_base().await;
+    let base = w.base.clone();
     w.wait_ready().await;
     let scrape = run_tasks(&url, &q, &base).await;
     println!(
@@ -321,7 +315,7 @@ fn check_shape(queries: &[Query]) {
         marked.len() <= 1,
         "only one panel may be exempt from the Prometheus check: {marked:?}"
     );
-    let outcomes = warren::metrics::Disposition::ALL.map(|d| d.label());
+    let outcomes = Disposition::ALL.map(|d| d.label());
     for q in queries {
         // `... or vector(0)` answers even for an outcome that never occurs,
         // so a misspelt outcome would pass Prometheus: check the spelling.
@@ -354,7 +348,7 @@ async fn run_tasks(url: &str, q: &str, base: &str) -> String {
     let scrape = wait_metrics(
         base,
         &[
-            want("warren_tasks_total{outcome=\"acked\"}", n),
+            want(&tasks_total(Disposition::Acked), n),
             want("warren_tasks_in_flight", 0.0),
             want("warren_task_duration_seconds_count", n),
             want(&ready(q), 0.0),
@@ -369,7 +363,7 @@ async fn run_tasks(url: &str, q: &str, base: &str) -> String {
     // Every outcome series exists from the start (at 0), so rate() and
     // dashboards work before the first retry.
     assert_eq!(
-        sample(&scrape, "warren_tasks_total{outcome=\"retried\"}"),
+        sample(&scrape, &tasks_total(Disposition::Retried)),
         Some(0.0)
     );
 
@@ -379,8 +373,8 @@ async fn run_tasks(url: &str, q: &str, base: &str) -> String {
     wait_metrics(
         base,
         &[
-            want("warren_tasks_total{outcome=\"dead_lettered\"}", 1.0),
-            want("warren_tasks_total{outcome=\"acked\"}", n),
+            want(&tasks_total(Disposition::DeadLettered), 1.0),
+            want(&tasks_total(Disposition::Acked), n),
             want("warren_task_duration_seconds_count", n),
             want("warren_publish_confirm_seconds_count", 1.0),
             want(&ready(&dead), 1.0),
