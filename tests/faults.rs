@@ -5,47 +5,16 @@
 
 mod support;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::time::{Duration, Instant, SystemTime};
 use support::broker::{self, shared_url, unique_queue};
 use support::health::tasks_total;
 use support::node::RabbitNode;
 use support::proc::{Warren, run, text, work};
-use support::record::{Event, Recorder};
+use support::record::{Ledger, Recorder};
 use warren::metrics::Disposition;
 
 const LIMIT: Duration = Duration::from_secs(120);
-
-/// Per message id, from the records of every process: its body, how often
-/// it was finished, and (time, redelivered flag) of every delivery.
-#[derive(Default)]
-struct Ledger {
-    bodies: BTreeMap<String, String>,
-    done: BTreeMap<String, usize>,
-    /// (wall-clock µs, redelivered flag) of every delivery, per message id.
-    received_redelivered: BTreeMap<String, Vec<(u64, bool)>>,
-}
-
-impl Ledger {
-    /// The ledger of every process that used `rec`.
-    fn of(rec: &Recorder) -> Ledger {
-        let mut ledger = Ledger::default();
-        for name in rec.names() {
-            for task in rec.record(&name).entries {
-                match task.event {
-                    Event::Start => {
-                        ledger.bodies.insert(task.id.clone(), task.body.clone());
-                        let deliveries = ledger.received_redelivered.entry(task.id).or_default();
-                        deliveries.push((task.at_us, task.redelivered));
-                        deliveries.sort();
-                    }
-                    Event::Done => *ledger.done.entry(task.id).or_default() += 1,
-                }
-            }
-        }
-        ledger
-    }
-}
 
 fn ms(n: u64) -> Duration {
     Duration::from_millis(n)

@@ -7,7 +7,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use support::broker::{self, shared_url, unique_queue};
+use support::broker::{self, shared_url, text_header, unique_queue};
 use support::proc::{Warren, command, text, work_command};
 
 const LIMIT: Duration = Duration::from_secs(60);
@@ -172,11 +172,7 @@ async fn traceparent_from_any_producer_is_honoured_and_published_tasks_carry_one
     let msg = broker::consume_one(&url, &q, LIMIT)
         .await
         .expect("the task");
-    let headers = msg.properties.headers().clone().unwrap_or_default();
-    let traceparent = match headers.inner().get("traceparent") {
-        Some(lapin::types::AMQPValue::LongString(s)) => s.to_string(),
-        other => panic!("no traceparent header: {other:?}"),
-    };
+    let traceparent = text_header(&msg, "traceparent");
     let parts: Vec<&str> = traceparent.split('-').collect();
     assert_eq!(
         (parts.len(), parts[0], parts[1].len(), parts[2].len()),

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod broker;
+pub mod grafana;
 pub mod health;
 pub mod http;
 pub mod net;

@@ -13,6 +13,7 @@
 
 use super::proc::{Warren, work_command};
 use super::procfs::{entries, processes};
+use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::process::Command;
@@ -86,6 +87,38 @@ impl Record {
             .filter(|e| e.event == Event::Done)
             .map(|e| e.body.clone())
             .collect()
+    }
+}
+
+/// Per message id, from the records of every process: its body, how often
+/// it was finished, and (time, redelivered flag) of every delivery. What
+/// tests that count every task id (lost? done twice? flagged?) compare.
+#[derive(Debug, Default)]
+pub struct Ledger {
+    pub bodies: BTreeMap<String, String>,
+    pub done: BTreeMap<String, usize>,
+    /// (wall-clock µs, redelivered flag) of every delivery, per message id.
+    pub received_redelivered: BTreeMap<String, Vec<(u64, bool)>>,
+}
+
+impl Ledger {
+    /// The ledger of every process that used `rec`.
+    pub fn of(rec: &Recorder) -> Ledger {
+        let mut ledger = Ledger::default();
+        for name in rec.names() {
+            for task in rec.record(&name).entries {
+                match task.event {
+                    Event::Start => {
+                        ledger.bodies.insert(task.id.clone(), task.body.clone());
+                        let deliveries = ledger.received_redelivered.entry(task.id).or_default();
+                        deliveries.push((task.at_us, task.redelivered));
+                        deliveries.sort();
+                    }
+                    Event::Done => *ledger.done.entry(task.id).or_default() += 1,
+                }
+            }
+        }
+        ledger
     }
 }
 
