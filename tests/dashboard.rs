@@ -1,7 +1,8 @@
 //! The Grafana dashboard against the real thing: a `warren work` process on
 //! the shared broker is scraped directly (metric values after N tasks; every
 //! metric the dashboard names exists), then by a real Prometheus that must
-//! answer every dashboard query with at least one series.
+//! answer every dashboard query with at least one series. Reading the
+//! dashboard's JSON is in tests/support/grafana.rs.
 
 mod support;
 
@@ -11,178 +12,18 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use support::broker::{self, shared_url, unique_queue};
-use support::proc::{Warren, command, http_get};
+use support::grafana::{
+    Dashboard, Query, exported, families, label_values, regex_escape, warren_names,
+};
+use support::health::{sample, tasks_total};
+use support::net::http_get;
+use support::proc::{Warren, command};
 use support::prom::{self, Prometheus, Target};
+use warren::metrics::Disposition;
 
-const DASHBOARD: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/helm/warren/dashboards/warren.json"
-);
 const LIMIT: Duration = Duration::from_secs(20);
-/// The one panel allowed to use metrics Warren does not export; the test
-/// skips only panels whose description carries this marker.
-const NEEDS_RABBITMQ_EXPORTER: &str = "requires the RabbitMQ Prometheus plugin";
-/// Grafana's interval variables, as Grafana would roughly fill them in.
-const INTERVALS: &[(&str, &str)] = &[("$__rate_interval", "30s"), ("$__interval", "5s")];
 /// Static labels standing in for what Kubernetes service discovery adds.
 const LABELS: &[(&str, &str)] = &[("namespace", "test"), ("pod", "warren-0")];
-
-/// One PromQL expression of the dashboard and where it comes from.
-struct Query {
-    panel: String,
-    expr: String,
-    /// Marked as needing RabbitMQ's exporter: not evaluated against Prometheus.
-    needs_rabbitmq: bool,
-}
-
-struct Dashboard {
-    json: Value,
-}
-
-impl Dashboard {
-    fn load() -> Dashboard {
-        let text = std::fs::read_to_string(DASHBOARD).expect("read warren.json");
-        let json: Value = serde_json::from_str(&text).expect("warren.json is JSON");
-        Dashboard { json }
-    }
-
-    /// Every panel, including those nested in collapsed rows.
-    fn panels(&self) -> Vec<&Value> {
-        let mut out = Vec::new();
-        for p in self.json["panels"].as_array().expect("panels") {
-            out.push(p);
-            out.extend(p["panels"].as_array().into_iter().flatten());
-        }
-        out
-    }
-
-    fn queries(&self) -> Vec<Query> {
-        let mut out = Vec::new();
-        for panel in self.panels() {
-            let title = panel["title"].as_str().unwrap_or("?").to_owned();
-            let needs_rabbitmq = panel["description"]
-                .as_str()
-                .is_some_and(|d| d.contains(NEEDS_RABBITMQ_EXPORTER));
-            for t in panel["targets"].as_array().into_iter().flatten() {
-                let expr = t["expr"].as_str().unwrap_or_else(|| {
-                    panic!("panel {title:?}: a target without a PromQL expr: {t}")
-                });
-                out.push(Query {
-                    panel: title.clone(),
-                    expr: expr.to_owned(),
-                    needs_rabbitmq,
-                });
-            }
-        }
-        out
-    }
-
-    /// (name, query) of every `query` variable.
-    fn variables(&self) -> Vec<(String, String)> {
-        self.json["templating"]["list"]
-            .as_array()
-            .expect("templating.list")
-            .iter()
-            .filter(|v| v["type"] == "query")
-            .map(|v| {
-                let q = v["query"]
-                    .as_str()
-                    .or_else(|| v["query"]["query"].as_str())
-                    .expect("variable query");
-                (v["name"].as_str().unwrap().to_owned(), q.to_owned())
-            })
-            .collect()
-    }
-
-    /// `expr` as Prometheus gets it here: intervals filled in, each dashboard
-    /// variable set to its value in `picked`, else to All (`.*`; every
-    /// matcher on a variable is `=~`).
-    fn substitute(&self, expr: &str, picked: &BTreeMap<String, String>) -> String {
-        let mut out = expr.to_owned();
-        for (var, value) in INTERVALS {
-            out = out.replace(var, value);
-        }
-        let mut names: Vec<String> = self.variables().into_iter().map(|(n, _)| n).collect();
-        names.sort_by_key(|n| std::cmp::Reverse(n.len())); // $pods before $pod
-        for name in names {
-            let value = picked.get(&name).map_or(".*", String::as_str);
-            out = out
-                .replace(&format!("${{{name}}}"), value)
-                .replace(&format!("${name}"), value);
-        }
-        assert!(
-            !out.contains('$'),
-            "unknown variable left in {expr:?} → {out:?}"
-        );
-        out
-    }
-}
-
-/// Metric names in a PromQL expression that start with `warren_`
-/// (identifiers outside string literals).
-fn warren_names(expr: &str) -> BTreeSet<String> {
-    let mut names = BTreeSet::new();
-    let mut chars = expr.chars().peekable();
-    while let Some(c) = chars.next() {
-        if matches!(c, '"' | '\'' | '`') {
-            let mut escaped = false;
-            for d in chars.by_ref() {
-                if d == c && !escaped {
-                    break;
-                }
-                escaped = d == '\\' && !escaped;
-            }
-        } else if c.is_ascii_alphabetic() || c == '_' || c == ':' {
-            let mut ident = c.to_string();
-            while let Some(&d) = chars.peek() {
-                if !(d.is_ascii_alphanumeric() || d == '_' || d == ':') {
-                    break;
-                }
-                ident.push(d);
-                chars.next();
-            }
-            if ident.starts_with("warren_") {
-                names.insert(ident);
-            }
-        }
-    }
-    names
-}
-
-/// `# TYPE` of every metric family in a scrape.
-fn families(scrape: &str) -> BTreeMap<String, String> {
-    scrape
-        .lines()
-        .filter_map(|l| l.strip_prefix("# TYPE "))
-        .filter_map(|l| l.split_once(' '))
-        .map(|(name, kind)| (name.to_owned(), kind.trim().to_owned()))
-        .collect()
-}
-
-/// Whether `name` is a series a scrape with these families exposes: a family
-/// itself, or a histogram's `_bucket`/`_count`/`_sum` (a summary's `_count`/`_sum`).
-fn exported(name: &str, families: &BTreeMap<String, String>) -> bool {
-    if families.contains_key(name) {
-        return true;
-    }
-    let kind_of = |suffix: &str| {
-        name.strip_suffix(suffix)
-            .and_then(|base| families.get(base))
-            .map(String::as_str)
-    };
-    matches!(kind_of("_bucket"), Some("histogram"))
-        || matches!(kind_of("_count"), Some("histogram" | "summary"))
-        || matches!(kind_of("_sum"), Some("histogram" | "summary"))
-}
-
-/// Value of one exact series (`name{labels}` as rendered) in a scrape.
-fn sample(scrape: &str, series: &str) -> Option<f64> {
-    scrape.lines().find_map(|l| {
-        l.strip_prefix(series)
-            .and_then(|rest| rest.strip_prefix(' '))
-            .and_then(|v| v.trim().parse().ok())
-    })
-}
 
 /// Scrapes until every `(series, value)` holds; panics with the scrape if not.
 async fn wait_metrics(base: &str, want: &[(String, f64)]) -> String {
@@ -244,7 +85,7 @@ async fn dashboard_queries_work_against_a_real_warren_and_prometheus() {
     // `warren work` has no --queue-poll-interval flag; the env var sets it.
     cmd.env("WARREN_SERVER_QUEUE_POLL_INTERVAL", "200ms");
     let w = Warren::spawn_with("dashboard", cmd);
-    let base = w.http_base().await;
+    let base = w.base.clone();
     w.wait_ready().await;
     let scrape = run_tasks(&url, &q, &base).await;
     println!(
@@ -321,7 +162,7 @@ fn check_shape(queries: &[Query]) {
         marked.len() <= 1,
         "only one panel may be exempt from the Prometheus check: {marked:?}"
     );
-    let outcomes = warren::metrics::Disposition::ALL.map(|d| d.label());
+    let outcomes = Disposition::ALL.map(|d| d.label());
     for q in queries {
         // `... or vector(0)` answers even for an outcome that never occurs,
         // so a misspelt outcome would pass Prometheus: check the spelling.
@@ -354,7 +195,7 @@ async fn run_tasks(url: &str, q: &str, base: &str) -> String {
     let scrape = wait_metrics(
         base,
         &[
-            want("warren_tasks_total{outcome=\"acked\"}", n),
+            want(&tasks_total(Disposition::Acked), n),
             want("warren_tasks_in_flight", 0.0),
             want("warren_task_duration_seconds_count", n),
             want(&ready(q), 0.0),
@@ -369,7 +210,7 @@ async fn run_tasks(url: &str, q: &str, base: &str) -> String {
     // Every outcome series exists from the start (at 0), so rate() and
     // dashboards work before the first retry.
     assert_eq!(
-        sample(&scrape, "warren_tasks_total{outcome=\"retried\"}"),
+        sample(&scrape, &tasks_total(Disposition::Retried)),
         Some(0.0)
     );
 
@@ -379,8 +220,8 @@ async fn run_tasks(url: &str, q: &str, base: &str) -> String {
     wait_metrics(
         base,
         &[
-            want("warren_tasks_total{outcome=\"dead_lettered\"}", 1.0),
-            want("warren_tasks_total{outcome=\"acked\"}", n),
+            want(&tasks_total(Disposition::DeadLettered), 1.0),
+            want(&tasks_total(Disposition::Acked), n),
             want("warren_task_duration_seconds_count", n),
             want("warren_publish_confirm_seconds_count", 1.0),
             want(&ready(&dead), 1.0),
@@ -484,33 +325,6 @@ fn evaluate_all(
         ));
     }
     problems
-}
-
-/// A label value as a regex matching only itself, written for a PromQL string
-/// literal (hence doubled backslashes); Grafana escapes picked values likewise.
-fn regex_escape(value: &str) -> String {
-    let mut out = String::new();
-    for c in value.chars() {
-        if "\\.+*?()|[]{}^$".contains(c) {
-            out.push('\\');
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out
-}
-
-/// `label_values(selector, label)` → (selector, label).
-fn label_values(definition: &str) -> (&str, &str) {
-    let inner = definition
-        .trim()
-        .strip_prefix("label_values(")
-        .and_then(|s| s.strip_suffix(')'))
-        .unwrap_or_else(|| panic!("unsupported variable query {definition:?}"));
-    let (selector, label) = inner
-        .rsplit_once(',')
-        .unwrap_or_else(|| panic!("label_values without a metric: {definition:?}"));
-    (selector.trim(), label.trim())
 }
 
 #[test]

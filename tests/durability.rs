@@ -7,6 +7,7 @@ use std::time::Duration;
 use support::broker::{self, shared_url, unique_queue};
 use support::node::RabbitNode;
 use support::proc::{Warren, run, text};
+use support::record::Recorder;
 
 const LIMIT: Duration = Duration::from_secs(90);
 
@@ -33,13 +34,13 @@ async fn persistent_tasks_survive_a_broker_restart() {
         "durable queue, persistent tasks: all back"
     );
 
-    let w = Warren::spawn(
-        "after-restart",
-        &["work", "--amqp-url", &url, "--per-dot", "10ms"],
-    );
-    w.wait_for("[x] Done", 3, LIMIT).await;
+    let rec = Recorder::new();
+    let w = rec.work("after-restart", &url, q, Duration::from_millis(10), &[]);
+    w.wait_acked(3, LIMIT).await;
+    let received = rec.record("after-restart").received();
     for task in tasks {
-        assert_eq!(w.count(&format!("[x] Received '{task}'")), 1);
+        let times = received.iter().filter(|r| *r == task).count();
+        assert_eq!(times, 1, "{task} processed once: {received:?}");
     }
     broker::wait_empty(&url, q, LIMIT).await;
 }
@@ -76,7 +77,7 @@ async fn quorum_queues_are_declared_and_consumed() {
             "1ms",
         ],
     );
-    w.wait_for("[x] Done", 1, LIMIT).await;
+    w.wait_acked(1, LIMIT).await;
     // The broker holds x-delivery-limit = max_attempts (5) as a crash-loop
     // backstop: redeclaring with another limit is refused, with the same one accepted.
     let declare = |limit: i64| {

@@ -1,91 +1,66 @@
 //! Fault tests with real processes, real signals and a private broker that
-//! we stop and restart: drain on SIGTERM, broker restart, chaos.
+//! we stop and restart: drain on SIGTERM, broker restart, chaos. Every task
+//! id is counted from the handler's own record (tests/support/record.rs),
+//! readiness and outcomes from /readyz and /metrics.
 
 mod support;
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::time::{Duration, Instant};
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant, SystemTime};
 use support::broker::{self, shared_url, unique_queue};
+use support::health::tasks_total;
 use support::node::RabbitNode;
-use support::proc::{Warren, http_get, run, text, work};
+use support::proc::{Warren, run, text, work};
+use support::record::{Ledger, Recorder};
+use warren::metrics::Disposition;
 
 const LIMIT: Duration = Duration::from_secs(120);
 
-/// message_id → body, and message_id → number of "[x] Done", from log lines.
-#[derive(Default)]
-struct Ledger {
-    bodies: BTreeMap<String, String>,
-    done: BTreeMap<String, usize>,
-    /// (log timestamp, redelivered flag) of every delivery, per message id.
-    received_redelivered: BTreeMap<String, Vec<(String, bool)>>,
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
 }
 
-impl Ledger {
-    fn add(&mut self, lines: &[String]) {
-        for line in lines {
-            let Some(id) = field(line, "messaging.message.id=\"") else {
-                continue;
-            };
-            if let Some(body) = line.split("[x] Received '").nth(1) {
-                self.bodies
-                    .insert(id.clone(), body.trim_end_matches('\'').to_owned());
-                let redelivered = line.contains("redelivered=true");
-                // Text log lines start with an RFC 3339 UTC timestamp: sortable as text.
-                let at = line.split_whitespace().next().unwrap_or("").to_owned();
-                let deliveries = self.received_redelivered.entry(id).or_default();
-                deliveries.push((at, redelivered));
-                deliveries.sort();
-            } else if line.contains("[x] Done") {
-                *self.done.entry(id).or_default() += 1;
-            }
-        }
-    }
-}
-
-fn field(line: &str, prefix: &str) -> Option<String> {
-    let rest = line.split(prefix).nth(1)?;
-    Some(rest[..rest.find('"')?].to_owned())
+/// Microseconds since the Unix epoch, as the records have them.
+fn now_us() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_micros() as u64
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_drains_in_flight_and_requeues_prefetched() {
     let url = shared_url();
     let q = unique_queue("drain");
-    let mut a = work(
-        "A",
-        &url,
-        &q,
-        &[
-            "--concurrency",
-            "2",
-            "--prefetch",
-            "6",
-            "--per-dot",
-            "300ms",
-        ],
-    );
-    let base = a.http_base().await;
+    let rec = Recorder::new();
+    let flags = ["--concurrency", "2", "--prefetch", "6"];
+    let mut a = rec.work("A", &url, &q, ms(300), &flags);
     a.wait_ready().await;
     let tasks: Vec<String> = (0..6).map(|i| format!("t{i}..........")).collect();
     let refs: Vec<&[u8]> = tasks.iter().map(|t| t.as_bytes()).collect();
     broker::publish(&url, &q, &refs).await;
-    a.wait_for("[x] Received", 2, LIMIT).await;
-    assert_eq!(http_get(&format!("{base}/readyz")).0, 200);
+    rec.wait_received("A", 2, LIMIT).await;
+    assert_eq!(a.readyz().0, 200);
 
     let signalled = Instant::now();
     a.signal(libc::SIGTERM);
     // While the two 3 s tasks finish: unready (Kubernetes stops routing), still live.
-    a.wait_for("requeued prefetched tasks", 1, LIMIT).await;
-    let (status, body) = http_get(&format!("{base}/readyz"));
+    let requeued = tasks_total(Disposition::Requeued);
+    a.wait_metric(&requeued, 4.0, LIMIT).await;
+    let (status, body) = a.readyz();
     assert_eq!(
         (status, body.trim()),
         (503, "not ready: draining for shutdown")
     );
-    assert_eq!(http_get(&format!("{base}/livez")).0, 200);
+    assert_eq!(a.get("/livez").map(|r| r.0), Some(200));
     let (ready, _) = broker::counts(&url, &q).await.unwrap();
     assert_eq!(
         ready, 4,
         "the 4 prefetched-but-unstarted tasks are back at once, not after exit"
+    );
+    assert!(
+        a.is_running(),
+        "requeued while the in-flight tasks still run"
     );
 
     let status = a.wait_exit(LIMIT).await.expect("exits");
@@ -94,18 +69,17 @@ async fn sigterm_drains_in_flight_and_requeues_prefetched() {
         signalled.elapsed() < Duration::from_secs(25),
         "within the shutdown timeout"
     );
-    assert_eq!(a.count("[x] Done"), 2, "both in-flight tasks finished");
+    let record = rec.record("A");
+    assert_eq!(record.done().len(), 2, "both in-flight tasks finished");
     assert_eq!(
-        a.count("[x] Received"),
+        record.received().len(),
         2,
         "nothing new started after SIGTERM"
     );
 
-    let b = work("B", &url, &q, &["--per-dot", "1ms"]);
-    b.wait_for("[x] Done", 4, LIMIT).await;
-    let mut ledger = Ledger::default();
-    ledger.add(&a.lines());
-    ledger.add(&b.lines());
+    let b = rec.work("B", &url, &q, ms(1), &[]);
+    b.wait_acked(4, LIMIT).await;
+    let ledger = Ledger::of(&rec);
     let mut done: Vec<&String> = ledger.done.keys().map(|id| &ledger.bodies[id]).collect();
     done.sort();
     assert_eq!(done, tasks.iter().collect::<Vec<_>>(), "none lost");
@@ -141,75 +115,51 @@ async fn workers_ride_out_a_broker_restart() {
     );
     assert!(out.status.success(), "{}", text(&out));
 
-    let flags = ["--concurrency", "5", "--per-dot", "20ms"];
+    let rec = Recorder::new();
+    let flags = ["--concurrency", "5"];
     let mut procs = [
-        work("A", &url, "task_queue", &flags),
-        work("B", &url, "task_queue", &flags),
+        rec.work("A", &url, "task_queue", ms(20), &flags),
+        rec.work("B", &url, "task_queue", ms(20), &flags),
     ];
-    let mut bases = Vec::new();
     for w in &procs {
-        bases.push(w.http_base().await);
-        w.wait_for("[x] Done", 10, LIMIT).await;
+        w.wait_acked(10, LIMIT).await;
     }
     node.stop();
-    for base in &bases {
-        let started = Instant::now();
-        while http_get(&format!("{base}/readyz")).0 != 503 {
-            assert!(
-                started.elapsed() < LIMIT,
-                "readyz never turned 503 without a broker"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+    for w in &procs {
+        // Fails (with the log) if readyz never turns 503 without a broker.
+        w.wait_readyz(503, LIMIT).await;
         assert_eq!(
-            http_get(&format!("{base}/livez")).0,
-            200,
+            w.get("/livez").map(|r| r.0),
+            Some(200),
             "liveness ignores the broker"
         );
-        let (_, metrics) = http_get(&format!("{base}/metrics"));
-        assert!(metrics.contains("warren_broker_connected 0"), "{metrics}");
+        assert_eq!(w.metric("warren_broker_connected"), 0.0);
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
     node.restart();
-    for (w, base) in procs.iter_mut().zip(&bases) {
+    for w in procs.iter_mut() {
         assert!(
             w.is_running(),
             "{} must not exit while the broker is down",
             w.name
         );
-        let started = Instant::now();
-        while http_get(&format!("{base}/readyz")).0 != 200 {
-            assert!(
-                started.elapsed() < LIMIT,
-                "{} never became ready again",
-                w.name
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        assert!(
-            w.count("reconnected after") >= 1,
-            "{}",
-            w.lines().join("\n")
-        );
+        // Fails (with the log) if it never becomes ready again.
+        w.wait_readyz(200, LIMIT).await;
+        let reconnects = w.metric("warren_reconnects_total");
+        assert!(reconnects >= 1.0, "{}: {reconnects} reconnects", w.name);
     }
     broker::wait_empty(&url, "task_queue", LIMIT).await;
     // Wait for the last in-flight tasks, then check every task completed.
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let mut ledger = Ledger::default();
-    for w in &procs {
-        ledger.add(&w.lines());
-    }
+    let ledger = Ledger::of(&rec);
     let bodies: BTreeSet<&String> = ledger.done.keys().map(|id| &ledger.bodies[id]).collect();
     assert_eq!(bodies.len(), 300, "every task completed at least once");
     for w in &procs {
-        let (_, metrics) = http_get(&format!(
-            "{}/metrics",
-            bases[procs.iter().position(|p| p.name == w.name).unwrap()]
-        ));
+        let reconnects = w.metric("warren_reconnects_total");
         assert!(
-            metrics.contains("warren_reconnects_total 1")
-                || metrics.contains("warren_reconnects_total 2"),
-            "{metrics}"
+            reconnects == 1.0 || reconnects == 2.0,
+            "{}: {reconnects} reconnects",
+            w.name
         );
     }
 }
@@ -259,14 +209,15 @@ async fn chaos_kills_and_a_broker_restart_lose_nothing() {
         .as_nanos() as u64;
     println!("chaos seed {seed}");
     let mut rng = Lcg(seed);
-    let flags = ["--concurrency", "10", "--per-dot", "15ms"];
+    let rec = Recorder::new();
+    let flags = ["--concurrency", "10"];
     let spawn = |i: usize, generation: usize| {
-        work(&format!("w{i}.{generation}"), &url, "task_queue", &flags)
+        let name = format!("w{i}.{generation}");
+        rec.work(&name, &url, "task_queue", ms(15), &flags)
     };
     let mut procs: Vec<Warren> = (0..3).map(|i| spawn(i, 0)).collect();
-    let mut ledger = Ledger::default();
     let (mut kills, mut generation, mut restarted_broker) = (0, 0, false);
-    let mut broker_stopped_at = String::new();
+    let mut broker_stopped_at = 0;
     let started = Instant::now();
     loop {
         tokio::time::sleep(Duration::from_millis(2000 + rng.next(2000))).await;
@@ -279,8 +230,7 @@ async fn chaos_kills_and_a_broker_restart_lose_nothing() {
             "chaos run did not finish"
         );
         if kills == 2 && !restarted_broker {
-            broker_stopped_at =
-                humantime::format_rfc3339_micros(std::time::SystemTime::now()).to_string();
+            broker_stopped_at = now_us();
             node.stop();
             tokio::time::sleep(Duration::from_secs(1)).await;
             node.restart();
@@ -290,27 +240,17 @@ async fn chaos_kills_and_a_broker_restart_lose_nothing() {
         let victim = rng.next(3) as usize;
         procs[victim].signal(libc::SIGKILL);
         procs[victim].wait_exit(LIMIT).await;
-        ledger.add(&procs[victim].lines());
         generation += 1;
         procs[victim] = spawn(victim, generation);
         kills += 1;
     }
     // The queue is empty; let the last in-flight tasks finish and be acked.
     let settle_started = Instant::now();
-    loop {
-        let mut current = Ledger::default();
-        for w in &procs {
-            current.add(&w.lines());
-        }
-        let done: usize = current.done.len() + ledger.done.len();
-        if done >= total || settle_started.elapsed() > Duration::from_secs(30) {
-            break;
-        }
+    while Ledger::of(&rec).done.len() < total && settle_started.elapsed() < Duration::from_secs(30)
+    {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    for w in &procs {
-        ledger.add(&w.lines());
-    }
+    let ledger = Ledger::of(&rec);
     assert!(restarted_broker, "the broker restart happened");
     let completed: BTreeSet<&String> = ledger.done.keys().map(|id| &ledger.bodies[id]).collect();
     let duplicates: Vec<&String> = ledger
@@ -330,9 +270,7 @@ async fn chaos_kills_and_a_broker_restart_lose_nothing() {
             if *flagged {
                 continue;
             }
-            if before.as_str() < broker_stopped_at.as_str()
-                && after.as_str() > broker_stopped_at.as_str()
-            {
+            if *before < broker_stopped_at && *after > broker_stopped_at {
                 unflagged_after_restart += 1;
             } else {
                 unflagged.push(id);
@@ -371,12 +309,15 @@ async fn chaos_kills_and_a_broker_restart_lose_nothing() {
 async fn a_second_sigterm_exits_at_once_and_the_broker_keeps_the_task() {
     let url = shared_url();
     let q = unique_queue("second_signal");
-    let mut a = work("A", &url, &q, &["--concurrency", "1", "--per-dot", "10s"]);
+    let rec = Recorder::new();
+    let ten_s = Duration::from_secs(10);
+    let mut a = rec.work("A", &url, &q, ten_s, &["--concurrency", "1"]);
     a.wait_ready().await;
     broker::publish(&url, &q, &[b"long.........."]).await;
-    a.wait_for("[x] Received", 1, LIMIT).await;
+    rec.wait_received("A", 1, LIMIT).await;
     a.signal(libc::SIGTERM);
-    a.wait_for("draining", 1, LIMIT).await;
+    // Draining: the first signal was taken.
+    a.wait_readyz(503, LIMIT).await;
     let signalled = Instant::now();
     a.signal(libc::SIGTERM);
     let status = a.wait_exit(LIMIT).await.expect("exits");
@@ -385,7 +326,7 @@ async fn a_second_sigterm_exits_at_once_and_the_broker_keeps_the_task() {
         "the second signal does not wait for the 100 s task"
     );
     assert_eq!(status.code(), Some(130), "{status:?}");
-    assert_eq!(a.count("[x] Done"), 0);
+    assert!(rec.record("A").done().is_empty());
     let started = Instant::now();
     while broker::counts(&url, &q).await.map(|c| c.0) != Some(1) {
         assert!(
@@ -419,19 +360,23 @@ async fn the_brokers_consumer_timeout_is_explained_and_survived() {
         ],
     );
     w.wait_ready().await;
+    // The startup warning and the explanation of the lost channel are what
+    // the operator reads: their words are the point of this test.
     assert_eq!(
         w.count("is not below the broker's consumer_timeout"),
         1,
         "startup warning"
     );
     broker::publish(&url, "task_queue", &[b"slow....."]).await;
-    w.wait_for("consumer_timeout", 3, LIMIT).await;
-    let line = w.matching("lost the broker").remove(0);
-    assert!(
-        line.contains("PRECONDITION_FAILED") && line.contains("lower pool.handler_timeout"),
-        "{line}"
-    );
-    w.wait_for("reconnected after", 1, LIMIT).await;
+    // The 5 s task outlives the 2 s timeout on every delivery: survived twice.
+    w.wait_metric("warren_reconnects_total", 2.0, LIMIT).await;
+    w.wait_for("lost the broker", 2, LIMIT).await;
+    for line in w.matching("lost the broker") {
+        assert!(
+            line.contains("PRECONDITION_FAILED") && line.contains("lower pool.handler_timeout"),
+            "{line}"
+        );
+    }
     assert!(
         w.is_running(),
         "a consumer timeout is recovered from, not fatal"

@@ -5,10 +5,10 @@ mod support;
 
 use lapin::options::QueueDeleteOptions;
 use lapin::protocol::BasicProperties;
-use lapin::types::AMQPValue;
 use std::time::Duration;
-use support::broker::{self, shared_url, unique_queue};
+use support::broker::{self, shared_url, text_header, unique_queue};
 use support::http::{Reply, Server};
+use support::net::free_port;
 use support::proc::{Warren, command};
 use warren::config::HandlerKind;
 use warren::handler::Builtin;
@@ -33,18 +33,6 @@ fn receiver() -> Server {
 
 async fn publish(queue: &str, body: &[u8], props: BasicProperties) {
     broker::publish_with(&shared_url(), queue, body, props).await;
-}
-
-fn text_header(d: &lapin::message::Delivery, key: &str) -> String {
-    match d
-        .properties
-        .headers()
-        .as_ref()
-        .and_then(|h| h.inner().get(key))
-    {
-        Some(AMQPValue::LongString(s)) => String::from_utf8_lossy(s.as_bytes()).into_owned(),
-        other => panic!("{key}: {other:?}"),
-    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -135,6 +123,7 @@ async fn statuses_decide_ack_reject_and_retry() {
     // No answer within handler.http.timeout (500ms): retried.
     let slow = server.wait_for(b"slow", 2, LIMIT).await;
     assert_eq!(slow[1].header("x-warren-attempt"), Some("2"));
+    // The error line users read names the setting to change.
     assert!(
         w.count("within 500ms (handler.http.timeout)") >= 1,
         "{:?}",
@@ -200,11 +189,7 @@ async fn readiness_follows_the_ready_url_and_refused_connections_retry() {
     assert_eq!(no_check.ready().await, Ok(()));
 
     // Nothing listens on the port of a dropped listener: connection refused.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let gone = format!("http://127.0.0.1:{port}/tasks");
     let down = Builtin::from_config(&http_config(&gone, Some(gone.clone()))).unwrap();
     assert!(down.ready().await.is_err());

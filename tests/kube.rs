@@ -11,7 +11,7 @@ use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use support::broker::{self, shared_url, unique_queue};
-use support::proc::{Warren, command, http_get, work_command};
+use support::proc::{Warren, command, work_command};
 
 const LIMIT: Duration = Duration::from_secs(60);
 
@@ -133,7 +133,7 @@ async fn the_pod_annotation_follows_in_flight_tasks() {
     wait_for_cost(&api, "0").await;
     broker::publish(&url, &q, &[b"two..", b"three..."]).await;
     wait_for_cost(&api, "2").await;
-    w.wait_for("[x] Done", 2, LIMIT).await;
+    w.wait_acked(2, LIMIT).await;
     wait_for_cost(&api, "0").await;
 
     let seen = api.seen.lock().unwrap().clone();
@@ -162,8 +162,7 @@ async fn the_pod_annotation_follows_in_flight_tasks() {
         values.windows(2).all(|w| w[0] != w[1]),
         "patched only when the value changed: {values:?}"
     );
-    let (_, metrics) = http_get(&format!("{}/metrics", w.http_base().await));
-    assert!(metrics.contains("warren_pod_deletion_cost 0"), "{metrics}");
+    assert_eq!(w.metric("warren_pod_deletion_cost"), 0.0);
     broker::cleanup(&url, &q).await;
 }
 
@@ -176,26 +175,21 @@ async fn without_rbac_it_warns_once_and_keeps_working() {
     let w = worker(&url, &q, &kubeconfig);
     w.wait_ready().await;
     broker::publish(&url, &q, &[b"still works."]).await;
-    w.wait_for("[x] Done", 1, LIMIT).await;
+    w.wait_acked(1, LIMIT).await;
     let started = Instant::now();
     while api.seen.lock().unwrap().len() < 3 {
         assert!(started.elapsed() < LIMIT, "keeps retrying quietly");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // The warning is what the operator reads, so its words are checked.
     assert_eq!(
         w.count("cannot patch controller.kubernetes.io/pod-deletion-cost"),
         1,
         "one warning"
     );
     assert!(w.count("RBAC") >= 1);
-    let (_, metrics) = http_get(&format!("{}/metrics", w.http_base().await));
-    let errors: u64 = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("warren_pod_deletion_cost_errors_total "))
-        .unwrap()
-        .parse()
-        .unwrap();
-    assert!(errors >= 3, "{metrics}");
+    let errors = w.metric("warren_pod_deletion_cost_errors_total");
+    assert!(errors >= 3.0, "{errors} errors counted");
     broker::cleanup(&url, &q).await;
 }
 
@@ -210,7 +204,8 @@ async fn outside_a_cluster_it_warns_and_keeps_working() {
     let w = Warren::spawn_with("outside", cmd);
     w.wait_ready().await;
     broker::publish(&url, &q, &[b"fine."]).await;
-    w.wait_for("[x] Done", 1, LIMIT).await;
+    w.wait_acked(1, LIMIT).await;
+    // The warning is what the operator reads, so its words are checked.
     assert_eq!(w.count("pod-deletion-cost updates are off"), 1);
     broker::cleanup(&url, &q).await;
 }

@@ -7,7 +7,7 @@ mod support;
 use lapin::types::AMQPValue;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
-use support::broker::{self, shared_url, unique_queue};
+use support::broker::{self, header, shared_url, text_header, unique_queue};
 use warren::{CancellationToken, Config, Handler, Outcome, Task};
 
 /// Fails bodies starting with "poison", rejects "bad", retries "flaky" once,
@@ -32,10 +32,6 @@ impl Handler for Scripted {
             _ => Outcome::Ack,
         }
     }
-}
-
-fn header<'a>(d: &'a lapin::message::Delivery, key: &str) -> Option<&'a AMQPValue> {
-    d.properties.headers().as_ref()?.inner().get(key)
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -78,10 +74,7 @@ async fn outcomes_are_settled_with_retries_and_dead_letters() {
         (second, first)
     };
     assert_eq!(poison.data, b"poison");
-    let reason = |d: &lapin::message::Delivery| match header(d, "x-warren-reason") {
-        Some(AMQPValue::LongString(s)) => s.to_string(),
-        other => panic!("no reason header: {other:?}"),
-    };
+    let reason = |d: &lapin::message::Delivery| text_header(d, "x-warren-reason");
     assert_eq!(reason(&bad), "malformed input");
     assert!(
         reason(&poison).contains("gave up after 3 attempts")
@@ -89,11 +82,11 @@ async fn outcomes_are_settled_with_retries_and_dead_letters() {
     );
     assert_eq!(
         header(&poison, "x-warren-attempts"),
-        Some(&AMQPValue::LongLongInt(3))
+        Some(AMQPValue::LongLongInt(3))
     );
     assert_eq!(
         header(&bad, "x-warren-attempts"),
-        Some(&AMQPValue::LongLongInt(1))
+        Some(AMQPValue::LongLongInt(1))
     );
     for d in [&bad, &poison] {
         assert!(
@@ -103,7 +96,7 @@ async fn outcomes_are_settled_with_retries_and_dead_letters() {
         assert!(header(d, "x-warren-worker").is_some());
         assert_eq!(
             header(d, "x-warren-original-routing-key"),
-            Some(&AMQPValue::LongString(q.as_str().into()))
+            Some(AMQPValue::LongString(q.as_str().into()))
         );
         assert_eq!(d.properties.delivery_mode(), &Some(2));
     }

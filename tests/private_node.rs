@@ -1,25 +1,10 @@
-//! Checks the private-broker test support (tests/support/node.rs): start, stop,
+//! Checks the private-broker test support (tests/support/node/): start, stop,
 //! restart and kill a throw-away RabbitMQ node. The shared broker is not used.
 mod support;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use support::node::{RabbitNode, port_is_open};
-
-/// AMQP 0-9-1 handshake: the server must reply with a Connection.Start frame.
-fn answers_amqp(port: u16) -> bool {
-    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
-        return false;
-    };
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    if s.write_all(b"AMQP\x00\x00\x09\x01").is_err() {
-        return false;
-    }
-    let mut frame = [0u8; 11];
-    s.read_exact(&mut frame).is_ok() && frame[0] == 1 && frame[7..11] == [0, 10, 0, 10]
-}
+use support::node::{RabbitNode, amqp_answers, port_is_open};
 
 #[test]
 fn start_stop_restart_kill() {
@@ -34,7 +19,7 @@ fn start_stop_restart_kill() {
     );
     assert_eq!(node.management_url(), None);
     assert!(node.is_running());
-    assert!(answers_amqp(port));
+    assert!(amqp_answers(port));
 
     let t = Instant::now();
     node.stop();
@@ -48,7 +33,7 @@ fn start_stop_restart_kill() {
     eprintln!("restart after stop: {:?}", t.elapsed());
     assert!(node.is_running());
     assert_eq!(node.amqp_port(), port);
-    assert!(answers_amqp(port));
+    assert!(amqp_answers(port));
 
     let t = Instant::now();
     node.kill();
@@ -61,12 +46,12 @@ fn start_stop_restart_kill() {
     node.restart();
     eprintln!("restart after kill: {:?}", t.elapsed());
     assert!(node.is_running());
-    assert!(answers_amqp(port));
+    assert!(amqp_answers(port));
 
     // restart() of a running node stops it first.
     node.restart();
     assert!(node.is_running());
-    assert!(answers_amqp(port));
+    assert!(amqp_answers(port));
 
     drop(node);
     assert!(!port_is_open(port), "port {port} still open after drop");
@@ -78,7 +63,7 @@ fn management_plugin() {
     let mut node = RabbitNode::start_with_management();
     eprintln!("start with management: {:?}", t.elapsed());
     assert!(node.is_running());
-    assert!(answers_amqp(node.amqp_port()));
+    assert!(amqp_answers(node.amqp_port()));
     let url = node.management_url().expect("management enabled");
     let mport: u16 = url.rsplit(':').next().unwrap().parse().unwrap();
     assert!(url.starts_with("http://guest:guest@127.0.0.1:"));

@@ -36,7 +36,7 @@ async fn status_shows_ready_consumers_and_unacked() {
             "10s",
         ],
     );
-    w.wait_for("[x] Received", 2, LIMIT).await;
+    w.wait_metric("warren_tasks_in_flight", 2.0, LIMIT).await;
 
     let out = run(&["status", "--amqp-url", &url, "--queue", "jobs"], LIMIT);
     let table = String::from_utf8_lossy(&out.stdout).into_owned();

@@ -9,9 +9,11 @@ mod support;
 use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
-use support::broker::unique_queue;
+use support::broker::{self, unique_queue};
+use support::health::tasks_total;
 use support::node::RabbitNode;
 use support::proc::{Warren, command, run, text};
+use warren::metrics::Disposition;
 
 const LIMIT: Duration = Duration::from_secs(60);
 const OPENSSL: &str = "/usr/bin/openssl";
@@ -146,7 +148,7 @@ fn assert_not_verified(line: &str) {
 async fn work_until_done(name: &str, mut cmd: Command) {
     cmd.env("WARREN_POOL_CONCURRENCY", "1");
     let w = Warren::spawn_with(name, cmd);
-    w.wait_for("[x] Done", 1, LIMIT).await;
+    w.wait_acked(1, LIMIT).await;
     let log = w.lines().join("\n");
     assert!(!log.contains(SECRET), "password in the log: {log}");
 }
@@ -201,7 +203,10 @@ async fn amqps_verifies_the_broker_and_never_downgrades() {
     );
 
     // `work` logs the same cause and keeps retrying (as for any broker
-    // outage), without ever consuming: there is no plaintext fallback.
+    // outage), without ever consuming: there is no plaintext fallback. A
+    // task waits in the queue, so a worker that consumed would have taken it.
+    let out = publish(&url, &q, &["--tls-ca-file", &ca]);
+    assert!(out.status.success(), "publish over TLS: {}", text(&out));
     let mut w = Warren::spawn(
         "tls-untrusted-worker",
         &[
@@ -214,12 +219,20 @@ async fn amqps_verifies_the_broker_and_never_downgrades() {
             &other,
         ],
     );
+    // The cause, as the operator reads it.
     w.wait_for("did not verify", 1, LIMIT).await;
     assert!(
         w.is_running(),
         "a bad certificate is retried like an outage"
     );
-    assert_eq!(w.count("consuming from"), 0);
+    w.wait_readyz(503, LIMIT).await;
+    assert_eq!(w.metric(&tasks_total(Disposition::Acked)), 0.0);
+    assert_eq!(w.metric("warren_tasks_in_flight"), 0.0);
+    assert_eq!(
+        broker::counts(&node.amqp_url(), &q).await,
+        Some((1, 0)),
+        "the task is still there and nobody consumes"
+    );
     assert!(!w.lines().join("\n").contains(SECRET));
     w.kill();
 

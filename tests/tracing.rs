@@ -7,7 +7,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use support::broker::{self, shared_url, unique_queue};
+use support::broker::{self, shared_url, text_header, unique_queue};
 use support::proc::{Warren, command, text, work_command};
 
 const LIMIT: Duration = Duration::from_secs(60);
@@ -116,7 +116,7 @@ async fn task_spans_are_children_of_the_publishers_span() {
             "consumer",
         ),
     );
-    w.wait_for("[x] Done", 1, LIMIT).await;
+    w.wait_acked(1, LIMIT).await;
     w.signal(libc::SIGTERM);
     assert!(w.wait_exit(LIMIT).await.unwrap().success());
 
@@ -172,11 +172,7 @@ async fn traceparent_from_any_producer_is_honoured_and_published_tasks_carry_one
     let msg = broker::consume_one(&url, &q, LIMIT)
         .await
         .expect("the task");
-    let headers = msg.properties.headers().clone().unwrap_or_default();
-    let traceparent = match headers.inner().get("traceparent") {
-        Some(lapin::types::AMQPValue::LongString(s)) => s.to_string(),
-        other => panic!("no traceparent header: {other:?}"),
-    };
+    let traceparent = text_header(&msg, "traceparent");
     let parts: Vec<&str> = traceparent.split('-').collect();
     assert_eq!(
         (parts.len(), parts[0], parts[1].len(), parts[2].len()),
@@ -213,7 +209,7 @@ async fn traceparent_from_any_producer_is_honoured_and_published_tasks_carry_one
     )
     .await
     .unwrap();
-    w.wait_for("[x] Done", 1, LIMIT).await;
+    w.wait_acked(1, LIMIT).await;
     w.signal(libc::SIGTERM);
     assert!(w.wait_exit(LIMIT).await.unwrap().success());
     let task = collector
@@ -238,8 +234,10 @@ async fn logs_are_json_off_a_terminal() {
     let mut cmd = work_command(&url, &q, &["--per-dot", "1ms"]);
     cmd.env_remove("WARREN_LOG_FORMAT");
     let mut w = Warren::spawn_with("json", cmd);
-    w.wait_for("consuming from", 1, LIMIT).await;
+    w.wait_ready().await;
     broker::publish(&url, &q, &[b"json."]).await;
+    // The log's format is the point here: a task's line (the tutorial's)
+    // must carry the task span's fields.
     w.wait_for("[x] Done", 1, LIMIT).await;
     w.signal(libc::SIGTERM);
     w.wait_exit(LIMIT).await;

@@ -1,5 +1,7 @@
 //! The tutorial's promises, against a real broker and real `warren` processes:
 //! round-robin, fair dispatch, redelivery after SIGKILL, graceful SIGTERM.
+//! Which process handled which task comes from the handler's own record
+//! (tests/support/record.rs), how many were acked from /metrics.
 
 mod support;
 
@@ -7,28 +9,26 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 use support::broker::{self, shared_url, unique_queue};
 use support::proc::Warren;
+use support::record::Recorder;
 
 const MIN: Duration = Duration::from_secs(60);
 
-fn work(name: &str, queue: &str, extra: &[&str]) -> Warren {
-    support::proc::work(name, &shared_url(), queue, extra)
+/// `warren work` on the shared broker with the recording handler.
+fn work(rec: &Recorder, name: &str, queue: &str, per_dot: Duration, extra: &[&str]) -> Warren {
+    rec.work(name, &shared_url(), queue, per_dot, extra)
 }
 
-/// Bodies a process logged as received, e.g. "task-3.".
-fn received(w: &Warren) -> Vec<String> {
-    w.matching("[x] Received '")
-        .iter()
-        .filter_map(|l| l.split("[x] Received '").nth(1))
-        .map(|rest| rest.trim_end_matches('\'').to_owned())
-        .collect()
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn two_workers_share_tasks_round_robin() {
     let url = shared_url();
     let q = unique_queue("round_robin");
-    let a = work("A", &q, &["--concurrency", "1", "--per-dot", "50ms"]);
-    let b = work("B", &q, &["--concurrency", "1", "--per-dot", "50ms"]);
+    let rec = Recorder::new();
+    let a = work(&rec, "A", &q, ms(50), &["--concurrency", "1"]);
+    let b = work(&rec, "B", &q, ms(50), &["--concurrency", "1"]);
     a.wait_ready().await;
     b.wait_ready().await;
     broker::wait_consumers(&url, &q, 2, MIN).await;
@@ -36,13 +36,14 @@ async fn two_workers_share_tasks_round_robin() {
     let bodies: Vec<Vec<u8>> = (0..10).map(|i| format!("task-{i}.").into_bytes()).collect();
     let refs: Vec<&[u8]> = bodies.iter().map(Vec::as_slice).collect();
     broker::publish(&url, &q, &refs).await;
-    let total = || a.count("[x] Done") + b.count("[x] Done");
+    let acked = support::health::tasks_total(warren::metrics::Disposition::Acked);
+    let total = || a.metric(&acked) + b.metric(&acked);
     let started = std::time::Instant::now();
-    while total() < 10 {
+    while total() < 10.0 {
         assert!(started.elapsed() < MIN, "only {} of 10 tasks done", total());
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let (ra, rb) = (received(&a), received(&b));
+    let (ra, rb) = (rec.record("A").received(), rec.record("B").received());
     println!("A got {ra:?}\nB got {rb:?}");
     assert_eq!(ra.len() + rb.len(), 10, "each task processed exactly once");
     assert!(
@@ -61,16 +62,10 @@ async fn two_workers_share_tasks_round_robin() {
 async fn fair_dispatch_sends_new_tasks_to_the_idle_worker() {
     let url = shared_url();
     let q = unique_queue("fair");
-    let flags = [
-        "--concurrency",
-        "1",
-        "--prefetch",
-        "1",
-        "--per-dot",
-        "100ms",
-    ];
-    let a = work("A", &q, &flags);
-    let b = work("B", &q, &flags);
+    let rec = Recorder::new();
+    let flags = ["--concurrency", "1", "--prefetch", "1"];
+    let a = work(&rec, "A", &q, ms(100), &flags);
+    let b = work(&rec, "B", &q, ms(100), &flags);
     a.wait_ready().await;
     b.wait_ready().await;
     broker::wait_consumers(&url, &q, 2, MIN).await;
@@ -79,11 +74,15 @@ async fn fair_dispatch_sends_new_tasks_to_the_idle_worker() {
     let long = format!("long{}", ".".repeat(40));
     broker::publish(&url, &q, &[long.as_bytes()]).await;
     let started = std::time::Instant::now();
+    let took_long = |w: &Warren| {
+        let got = rec.record(&w.name).received();
+        got.iter().filter(|b| b.starts_with("long")).count() == 1
+    };
     let (busy, idle) = loop {
-        if a.count("[x] Received 'long") == 1 {
+        if took_long(&a) {
             break (&a, &b);
         }
-        if b.count("[x] Received 'long") == 1 {
+        if took_long(&b) {
             break (&b, &a);
         }
         assert!(started.elapsed() < MIN, "nobody took the long task");
@@ -92,19 +91,23 @@ async fn fair_dispatch_sends_new_tasks_to_the_idle_worker() {
     let shorts: Vec<String> = (0..4).map(|i| format!("short-{i}.")).collect();
     let refs: Vec<&[u8]> = shorts.iter().map(|s| s.as_bytes()).collect();
     broker::publish(&url, &q, &refs).await;
-    idle.wait_for("[x] Done", 4, MIN).await;
-    assert_eq!(busy.count("[x] Done"), 0, "the long task is still running");
+    idle.wait_acked(4, MIN).await;
+    let busy_record = rec.record(&busy.name);
+    assert!(
+        busy_record.done().is_empty(),
+        "the long task is still running"
+    );
     assert_eq!(
-        received(busy).len(),
+        busy_record.received().len(),
         1,
         "{} (busy) must not be given short tasks: {:?}",
         busy.name,
-        received(busy)
+        busy_record.received()
     );
-    let mut got = received(idle);
+    let mut got = rec.record(&idle.name).received();
     got.sort();
     assert_eq!(got, shorts, "{} (idle) gets every short task", idle.name);
-    busy.wait_for("[x] Done", 1, MIN).await;
+    busy.wait_acked(1, MIN).await;
     broker::cleanup(&url, &q).await;
 }
 
@@ -113,32 +116,31 @@ async fn tasks_of_a_killed_worker_are_redelivered_to_another() {
     let url = shared_url();
     let q = unique_queue("redeliver");
     // A holds 4 tasks (2 running + 2 prefetched), each 100 s of work: it will never ack.
-    let mut a = work(
-        "A",
-        &q,
-        &["--concurrency", "2", "--prefetch", "4", "--per-dot", "10s"],
-    );
+    let rec = Recorder::new();
+    let flags = ["--concurrency", "2", "--prefetch", "4"];
+    let mut a = work(&rec, "A", &q, Duration::from_secs(10), &flags);
     a.wait_ready().await;
     let bodies: Vec<String> = (0..6).map(|i| format!("job-{i}..........")).collect();
     let refs: Vec<&[u8]> = bodies.iter().map(|s| s.as_bytes()).collect();
     broker::publish(&url, &q, &refs).await;
-    a.wait_for("[x] Received", 2, MIN).await;
+    rec.wait_received("A", 2, MIN).await;
     let (ready, _) = broker::counts(&url, &q).await.unwrap();
     assert_eq!(ready, 2, "A holds 4 of 6 unacked (prefetch 4)");
 
     a.signal(libc::SIGKILL);
     assert!(a.wait_exit(MIN).await.is_some());
-    assert_eq!(a.count("[x] Done"), 0);
+    assert_eq!(rec.record("A").done(), Vec::<String>::new());
 
-    let b = work("B", &q, &["--concurrency", "3", "--per-dot", "1ms"]);
-    b.wait_for("[x] Done", 6, MIN).await;
-    let mut got = received(&b);
+    let b = work(&rec, "B", &q, ms(1), &["--concurrency", "3"]);
+    b.wait_acked(6, MIN).await;
+    let record = rec.record("B");
+    let mut got = record.received();
     got.sort();
     assert_eq!(
         got, bodies,
         "every task, including the 4 A held, completed by B"
     );
-    let redelivered = b.count("redelivered=true");
+    let redelivered = record.starts().filter(|t| t.redelivered).count();
     assert!(
         redelivered >= 4,
         "the 4 tasks A held carry the redelivered flag ({redelivered})"
@@ -151,34 +153,26 @@ async fn tasks_of_a_killed_worker_are_redelivered_to_another() {
 async fn sigterm_finishes_in_flight_tasks_and_exits_zero() {
     let url = shared_url();
     let q = unique_queue("sigterm");
-    let mut a = work(
-        "A",
-        &q,
-        &[
-            "--concurrency",
-            "1",
-            "--prefetch",
-            "3",
-            "--per-dot",
-            "100ms",
-        ],
-    );
+    let rec = Recorder::new();
+    let flags = ["--concurrency", "1", "--prefetch", "3"];
+    let mut a = work(&rec, "A", &q, ms(100), &flags);
     a.wait_ready().await;
     broker::publish(&url, &q, &[b"slow..........", b"next-1.", b"next-2."]).await;
-    a.wait_for("[x] Received 'slow", 1, MIN).await;
+    rec.wait_received("A", 1, MIN).await;
     a.signal(libc::SIGTERM);
     let status = a.wait_exit(MIN).await.expect("warren exits after SIGTERM");
     assert!(
         status.success(),
         "exit code 0 after a drain, got {status:?}"
     );
+    let record = rec.record("A");
     assert_eq!(
-        a.count("[x] Done"),
+        record.done().len(),
         1,
         "the in-flight task finished before exit"
     );
     assert_eq!(
-        received(&a),
+        record.received(),
         ["slow.........."],
         "no new task started after SIGTERM"
     );
@@ -201,10 +195,11 @@ async fn a_task_finished_behind_a_slow_one_is_acked_and_the_slow_one_is_not() {
     // one must never be covered by a `multiple` ack.
     let url = shared_url();
     let q = unique_queue("ack_order");
-    let mut a = work("A", &q, &["--concurrency", "3", "--per-dot", "10s"]);
+    let flags = ["--concurrency", "3", "--per-dot", "10s"];
+    let mut a = support::proc::work("A", &url, &q, &flags);
     a.wait_ready().await;
     broker::publish(&url, &q, &[b"slow..........", b"fast", b"also fast"]).await;
-    a.wait_for("[x] Done", 2, MIN).await;
+    a.wait_acked(2, MIN).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     a.signal(libc::SIGKILL);
     a.wait_exit(MIN).await;

@@ -2,12 +2,10 @@
 //! built on lapin directly (not on Warren's own code, so a Warren bug cannot
 //! hide itself in its own test).
 
-#![allow(dead_code)]
-
 use futures_lite::StreamExt;
 use lapin::options::*;
 use lapin::protocol::BasicProperties;
-use lapin::types::FieldTable;
+use lapin::types::{AMQPValue, FieldTable};
 use lapin::{Channel, Connection, ConnectionProperties};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -202,4 +200,17 @@ pub async fn consume_one(
     }
     let _ = conn.close(200, "bye".into()).await;
     got
+}
+
+/// A header of a delivery (a dead letter's `x-warren-*`, a `traceparent`).
+pub fn header(d: &lapin::message::Delivery, key: &str) -> Option<AMQPValue> {
+    d.properties.headers().as_ref()?.inner().get(key).cloned()
+}
+
+/// A header that must be a string; panics with what it is otherwise.
+pub fn text_header(d: &lapin::message::Delivery, key: &str) -> String {
+    match header(d, key) {
+        Some(AMQPValue::LongString(s)) => String::from_utf8_lossy(s.as_bytes()).into_owned(),
+        other => panic!("{key}: {other:?}"),
+    }
 }

@@ -2,8 +2,6 @@
 //! connection, keep-alive, every request recorded with its arrival time.
 //! Responses come from a closure, so each test scripts its own receiver.
 
-#![allow(dead_code)]
-
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -1,8 +1,9 @@
 //! Running the real `warren` binary: long-lived processes whose stderr is
-//! collected line by line, and one-shot commands with a time limit.
+//! collected line by line, and one-shot commands with a time limit. What a
+//! running process reports about itself (/readyz, /metrics) is in
+//! [`super::health`]; its log is read only where users rely on its words.
 
-#![allow(dead_code)]
-
+use super::net::free_port;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::{Arc, Mutex};
@@ -25,7 +26,8 @@ pub fn command(args: &[&str]) -> Command {
     cmd.env("WARREN_LOG", "info,lapin=off").env("NO_COLOR", "1");
     // Tests read the text log lines (JSON is the default off a terminal).
     cmd.env("WARREN_LOG_FORMAT", "text");
-    // Many warren processes run at once: each serves health/metrics on a free port.
+    // One-shot commands never serve; a `work` that got this far by mistake
+    // must not collide with another. [`Warren`] picks a port it can reach.
     cmd.env("WARREN_SERVER_LISTEN", "127.0.0.1:0");
     cmd
 }
@@ -75,6 +77,8 @@ pub fn text(out: &Output) -> String {
 /// A running `warren` process; killed when dropped.
 pub struct Warren {
     pub name: String,
+    /// `http://127.0.0.1:PORT` of its /livez, /readyz and /metrics.
+    pub base: String,
     child: Child,
     lines: Arc<Mutex<Vec<String>>>,
 }
@@ -85,8 +89,11 @@ impl Warren {
         Self::spawn_with(name, command(args))
     }
 
-    /// Starts a prepared command (extra env etc.).
+    /// Starts a prepared command (extra env etc.), serving health and
+    /// metrics on a port picked here, so the test knows where to look.
     pub fn spawn_with(name: &str, mut cmd: Command) -> Warren {
+        let listen = format!("127.0.0.1:{}", free_port());
+        cmd.env("WARREN_SERVER_LISTEN", &listen);
         let mut child = cmd
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -106,6 +113,7 @@ impl Warren {
         });
         Warren {
             name: name.to_owned(),
+            base: format!("http://{listen}"),
             child,
             lines,
         }
@@ -115,7 +123,7 @@ impl Warren {
         self.child.id() as i32
     }
 
-    /// Every stderr line so far.
+    /// Every stderr line so far (for log tests and failure messages).
     pub fn lines(&self) -> Vec<String> {
         self.lines.lock().unwrap().clone()
     }
@@ -146,12 +154,6 @@ impl Warren {
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
-    }
-
-    /// Waits until consuming has started.
-    pub async fn wait_ready(&self) {
-        self.wait_for("consuming from", 1, Duration::from_secs(30))
-            .await;
     }
 
     /// Sends a real signal.
@@ -189,43 +191,4 @@ impl Drop for Warren {
     fn drop(&mut self) {
         self.kill();
     }
-}
-
-impl Warren {
-    /// `http://127.0.0.1:PORT` of this process's health/metrics server, from its log.
-    pub async fn http_base(&self) -> String {
-        let marker = "serving /livez /readyz /metrics on ";
-        self.wait_for(marker, 1, Duration::from_secs(30)).await;
-        let line = self.matching(marker).remove(0);
-        let url = line.split(marker).nth(1).unwrap().trim();
-        url.split_whitespace().next().unwrap().to_owned()
-    }
-}
-
-/// A plain HTTP/1.0 GET: (status, body). No client library, so the test does
-/// not share code (or bugs) with the server under test.
-pub fn http_get(url: &str) -> (u16, String) {
-    use std::io::{Read, Write};
-    let rest = url.strip_prefix("http://").expect("http URL");
-    let (host, path) = rest
-        .split_once('/')
-        .map_or((rest, "/".to_owned()), |(h, p)| (h, format!("/{p}")));
-    let mut stream =
-        std::net::TcpStream::connect(host).unwrap_or_else(|e| panic!("GET {url}: {e}"));
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n").unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let status = response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let body = response
-        .split_once("\r\n\r\n")
-        .map_or("", |(_, b)| b)
-        .to_owned();
-    (status, body)
 }

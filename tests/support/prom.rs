@@ -5,11 +5,9 @@
 //! `scripts/ensure-prometheus.sh` installs the binary; without it the tests
 //! that need it fail (they do not skip), saying to run that script.
 
-#![allow(dead_code)]
-
-use super::proc::http_get;
+use super::net::{free_port, http_get, percent_encode};
 use serde_json::Value;
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -191,26 +189,4 @@ fn config_yaml(targets: &[Target], interval: &str) -> String {
         }
     }
     yaml
-}
-
-/// A port nobody listened on a moment ago (the kernel's pick).
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("bind a free port")
-        .port()
-}
-
-/// RFC 3986 percent-encoding of everything but the unreserved characters.
-pub fn percent_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() * 3);
-    for b in s.bytes() {
-        match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                out.push(b as char)
-            }
-            _ => out.push_str(&format!("%{b:02X}")),
-        }
-    }
-    out
 }
