@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 use support::broker::{self, shared_url, unique_queue};
-use support::proc::http_get;
+use support::net::{free_port, http_get, try_get};
 use warren::{App, CancellationToken, Config, Handler, Outcome, Task};
 
 const LIMIT: Duration = Duration::from_secs(30);
@@ -27,23 +27,19 @@ impl Handler for Counts {
     }
 }
 
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().port()
-}
-
-/// Polls `/readyz` until its status is `want`; returns the body.
+/// Polls `/readyz` (of an in-process server that may not listen yet) until
+/// its status is `want`; returns the body.
 async fn readyz_becomes(base: &str, want: u16) -> String {
     let started = Instant::now();
     loop {
         let url = format!("{base}/readyz");
-        let (status, body) = tokio::task::spawn_blocking(move || http_get(&url))
+        let answer = tokio::task::spawn_blocking(move || try_get(&url, &[]))
             .await
             .unwrap();
-        if status == want {
-            return body;
+        match answer {
+            Ok((status, body)) if status == want => return body,
+            other => assert!(started.elapsed() < LIMIT, "/readyz: {other:?}"),
         }
-        assert!(started.elapsed() < LIMIT, "/readyz stayed {status}: {body}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
