@@ -47,7 +47,7 @@ async fn main() -> Result<(), warren::Error> {
     config.queue.name = "images".into();
     config.pool.concurrency = 4;
     if let Ok(url) = std::env::var("WARREN_AMQP_URL") {
-        config.amqp.url = url;
+        config.amqp.url = url.into();
     }
 
     // Your program decides when to stop; here: ctrl-c.

@@ -15,7 +15,6 @@ use crate::status;
 use clap::{Args, Parser, Subcommand};
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
-use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 /// Warren: a RabbitMQ work-queue worker pool.
@@ -173,7 +172,7 @@ async fn publish_in_span(args: PublishArgs, config: Config) -> Result<()> {
         None if args.message.is_empty() => vec![b"Hello World!".to_vec()],
         None => vec![args.message.join(" ").into_bytes()],
     };
-    let conn = amqp::connect(&config.amqp, "warren publish").await?;
+    let (conn, _node) = amqp::connect(&config.amqp, "warren publish").await?;
     let channel = conn
         .create_channel()
         .await
@@ -188,7 +187,7 @@ async fn publish_in_span(args: PublishArgs, config: Config) -> Result<()> {
         &topo.queue,
         bodies,
         1024,
-        Duration::from_secs(30),
+        config.amqp.confirm_timeout,
         |body| {
             if echo {
                 let shown = String::from_utf8_lossy(body);

@@ -58,6 +58,8 @@ pub struct Health {
     phase: AtomicU8,
     /// Why the handler is not ready (None = ready).
     handler_problem: Mutex<Option<String>>,
+    /// The broker node in use (URL, password redacted); None while not connected.
+    node: Mutex<Option<String>>,
     /// Every metric of this process.
     pub metrics: Metrics,
 }
@@ -67,6 +69,7 @@ impl Default for Health {
         Health {
             phase: AtomicU8::new(Phase::Connecting as u8),
             handler_problem: Mutex::new(None),
+            node: Mutex::new(None),
             metrics: Metrics::new(),
         }
     }
@@ -89,6 +92,11 @@ impl Health {
         }
     }
 
+    /// The broker node in use (password redacted), if connected.
+    pub fn node(&self) -> Option<String> {
+        self.node.lock().unwrap().clone()
+    }
+
     /// True when `readiness` is Ok.
     pub fn is_ready(&self) -> bool {
         self.readiness().is_ok()
@@ -107,6 +115,11 @@ impl Health {
             Phase::Consuming | Phase::Draining | Phase::Resubscribing
         );
         self.metrics.broker_connected.set(i64::from(connected));
+    }
+
+    /// Records which node the pool is connected to (None: none).
+    pub(crate) fn set_node(&self, node: Option<String>) {
+        *self.node.lock().unwrap() = node;
     }
 
     /// Records the handler's last readiness answer (None = ready).

@@ -54,7 +54,10 @@ async fn livez() -> &'static str {
 
 async fn readyz(State(health): State<Arc<Health>>) -> impl IntoResponse {
     match health.readiness() {
-        Ok(()) => (StatusCode::OK, "ready\n".to_owned()),
+        Ok(()) => match health.node() {
+            Some(node) => (StatusCode::OK, format!("ready: consuming from {node}\n")),
+            None => (StatusCode::OK, "ready\n".to_owned()),
+        },
         Err(why) => (
             StatusCode::SERVICE_UNAVAILABLE,
             format!("not ready: {why}\n"),

@@ -24,7 +24,7 @@ pub struct QueueStatus {
 /// Reads the work queue, its retry queues and the dead-letter queue.
 /// Queues that do not exist (yet) are left out, except the work queue.
 pub async fn queue_status(config: &Config) -> Result<Vec<QueueStatus>> {
-    let conn = amqp::connect(&config.amqp, "warren status").await?;
+    let (conn, _node) = amqp::connect(&config.amqp, "warren status").await?;
     let topo = Topology::from_config(config);
     let mut names = vec![topo.queue.clone()];
     names.extend(topo.retry.iter().map(|(_, name)| name.clone()));
@@ -57,7 +57,8 @@ pub async fn queue_status(config: &Config) -> Result<Vec<QueueStatus>> {
     }
     let _ = conn.close(200, "done".into()).await;
     if let Some(base) = &config.amqp.management_url {
-        let vhost = crate::redact::parse_amqp_url(&config.amqp.url)?.vhost;
+        let first = config.amqp.url.first().unwrap_or_default();
+        let vhost = crate::redact::parse_amqp_url(first)?.vhost;
         for row in &mut rows {
             row.unacked = Some(unacked(base, &vhost, &row.name).await?);
         }

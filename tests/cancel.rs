@@ -68,7 +68,7 @@ fn start(
 ) {
     let port = free_port();
     let mut config = Config::default();
-    config.amqp.url = shared_url();
+    config.amqp.url = shared_url().into();
     config.queue.name = q.to_owned();
     config.queue.declare = declare;
     config.server.listen = format!("127.0.0.1:{port}");

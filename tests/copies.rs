@@ -46,7 +46,7 @@ async fn an_unstorable_retry_copy_holds_the_task_instead_of_looping() {
     let q = unique_queue("copies");
     let retry_queue = format!("{q}.retry.300ms");
     let mut config = Config::default();
-    config.amqp.url = url.clone();
+    config.amqp.url = url.clone().into();
     config.queue.name = q.clone();
     config.retry.backoff = vec![Duration::from_millis(300)];
     let handler = FailsOnce::default();

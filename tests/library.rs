@@ -39,7 +39,7 @@ async fn outcomes_are_settled_with_retries_and_dead_letters() {
     let url = shared_url();
     let q = unique_queue("library");
     let mut config = Config::default();
-    config.amqp.url = url.clone();
+    config.amqp.url = url.clone().into();
     config.queue.name = q.clone();
     config.retry.max_attempts = 3;
     config.retry.backoff = vec![Duration::from_millis(200), Duration::from_millis(400)];

@@ -20,15 +20,48 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use std::path::Path;
 
-/// Connects once (no retries here: the supervisor owns the retry policy).
-/// `name` shows up in the RabbitMQ management UI's connection list.
-pub async fn connect(cfg: &AmqpConfig, name: &str) -> Result<Connection> {
-    let mut uri = parse_amqp_url(&cfg.url)?;
+/// Connects to one of the nodes in `amqp.url`, trying them in a shuffled
+/// order (so a fleet spreads over the cluster) and moving on when one fails;
+/// returns the connection and the node's URL, redacted, for logs and
+/// `/readyz`. No retries beyond one pass: the supervisor owns the retry
+/// policy. `name` shows up in the RabbitMQ management UI's connection list.
+pub async fn connect(cfg: &AmqpConfig, name: &str) -> Result<(Connection, String)> {
+    let urls: Vec<&str> = cfg.url.iter().collect();
+    let mut last = None;
+    for i in shuffled(urls.len()) {
+        match connect_to(cfg, urls[i], name).await {
+            Ok(conn) => return Ok((conn, redact_url(urls[i]))),
+            Err(e) => {
+                if urls.len() > 1 {
+                    tracing::warn!("{e}; trying the next node");
+                }
+                last = Some(e);
+            }
+        }
+    }
+    Err(last.unwrap_or_else(|| Error::config("amqp.url", "is empty; give at least one URL")))
+}
+
+/// 0..n in a random order (std's random hasher keys; no RNG crate needed).
+fn shuffled(n: usize) -> Vec<usize> {
+    use std::hash::{BuildHasher, RandomState};
+    let mut order: Vec<usize> = (0..n).collect();
+    let random = RandomState::new();
+    for i in (1..n).rev() {
+        let j = (random.hash_one(i) % (i as u64 + 1)) as usize;
+        order.swap(i, j);
+    }
+    order
+}
+
+/// One connection attempt to one node.
+async fn connect_to(cfg: &AmqpConfig, url: &str, name: &str) -> Result<Connection> {
+    let mut uri = parse_amqp_url(url)?;
     if uri.query.heartbeat.is_none() {
         uri.query.heartbeat = Some(cfg.heartbeat.as_secs().min(u64::from(u16::MAX)) as u16);
     }
     let props = ConnectionProperties::default().with_connection_name(name.into());
-    let shown = redact_url(&cfg.url);
+    let shown = redact_url(url);
     let tls = match uri.scheme {
         // The entry points installed ring as the crypto provider (`crate::crypto`).
         AMQPScheme::AMQPS => tls_config(&cfg.tls)?,

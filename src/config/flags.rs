@@ -3,7 +3,7 @@
 //! env var as help. A flag therefore always has a key (no list to keep in
 //! step), and its value reaches [`load`](fn@super::load) as a [`Layer`].
 
-use super::keys::{Flag, KEYS, Key};
+use super::keys::{Flag, Form, KEYS, Key};
 use super::load::Layer;
 use clap::{Arg, ArgAction, ArgMatches, Args, Command, FromArgMatches};
 
@@ -38,6 +38,7 @@ fn arg(key: &'static Key) -> Arg {
         .help(help)
         .value_parser(clap::value_parser!(String));
     match key.flag {
+        Flag::Long(name) if key.form == Form::Texts => arg.long(name).action(ArgAction::Append),
         Flag::Long(name) => arg.long(name).action(ArgAction::Set),
         Flag::Trailing => arg.last(true).num_args(1..).action(ArgAction::Append),
     }
@@ -63,6 +64,9 @@ impl<const WORK: bool> FromArgMatches for KeyFlags<WORK> {
     fn update_from_arg_matches(&mut self, matches: &ArgMatches) -> Result<(), clap::Error> {
         for key in Self::keys() {
             let layer = match key.flag {
+                Flag::Long(_) if key.form == Form::Texts => matches
+                    .get_many::<String>(key.path)
+                    .map(|texts| Layer::flag(key, &texts.cloned().collect::<Vec<_>>().join(","))),
                 Flag::Long(_) => matches
                     .get_one::<String>(key.path)
                     .map(|raw| Layer::flag(key, raw)),

@@ -57,6 +57,9 @@ pub enum Form {
     Yaml,
     /// A YAML list (`[65, 78]`), or items separated by commas (`65,78`).
     List,
+    /// Texts separated by commas, taken verbatim; the flag may be repeated
+    /// (`--amqp-url A --amqp-url B` = `A,B`).
+    Texts,
 }
 
 impl Key {
@@ -145,18 +148,20 @@ const fn key(
     }
 }
 
-use Form::{List, Text, Yaml};
+use Form::{List, Text, Texts, Yaml};
 use Scope::{All, Work};
 
 /// Every key, in the order `config check`, `--help` and README.md show them.
 #[rustfmt::skip]
 pub static KEYS: &[Key] = &[
-    key("amqp.url", "amqp-url", All, "URL", Text,
-        "broker URL (`amqps://` for TLS); the password is redacted everywhere"),
+    key("amqp.url", "amqp-url", All, "URL", Texts,
+        "broker URL (`amqps://` for TLS), or the nodes of a cluster, comma-separated; passwords are redacted everywhere"),
     key("amqp.heartbeat", "heartbeat", All, "DURATION", Text,
         "heartbeat interval, so a dead network is noticed; `0s` disables heartbeats"),
     key("amqp.connect_timeout", "connect-timeout", All, "DURATION", Text,
         "limit per connection attempt (must be above 0)"),
+    key("amqp.confirm_timeout", "confirm-timeout", All, "DURATION", Text,
+        "how long a publish (retry and dead-letter copies, `warren publish`) waits for the broker's confirm"),
     key("amqp.broker_consumer_timeout", "broker-consumer-timeout", Work, "DURATION", Text,
         "the broker's `consumer_timeout`; startup warns if `pool.handler_timeout` is not below it"),
     key("amqp.management_url", "management-url", All, "URL", Text,

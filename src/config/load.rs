@@ -92,7 +92,7 @@ fn parse(form: Form, raw: &str) -> Value {
         serde_yaml::from_str::<Value>(text).unwrap_or_else(|_| Value::String(text.to_owned()))
     };
     match form {
-        Form::Text => Value::String(raw.to_owned()),
+        Form::Text | Form::Texts => Value::String(raw.to_owned()),
         Form::Yaml => yaml(raw),
         Form::List => match yaml(raw) {
             list @ Value::Sequence(_) => list,

@@ -13,12 +13,14 @@ pub mod keys;
 mod listing;
 mod load;
 mod prefetch;
+mod urls;
 mod validate;
 
 pub use keys::{KEYS, Key};
 pub use listing::{effective_yaml, keys_markdown, keys_text};
 pub use load::{Layer, Loaded, Source, env_layers, load};
 pub use prefetch::Prefetch;
+pub use urls::BrokerUrls;
 
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
@@ -48,9 +50,10 @@ pub struct Config {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AmqpConfig {
-    /// AMQP URL, `amqp://user:password@host:port/vhost` (`amqps://` for TLS).
-    /// The password is redacted wherever Warren prints the URL.
-    pub url: String,
+    /// AMQP URL, `amqp://user:password@host:port/vhost` (`amqps://` for TLS),
+    /// or several: the nodes of a cluster, tried in a shuffled order. The
+    /// password is redacted wherever Warren prints a URL.
+    pub url: BrokerUrls,
     /// Heartbeat interval negotiated with the broker, so a dead network is noticed.
     #[serde(with = "duration::single")]
     pub heartbeat: Duration,
@@ -58,6 +61,11 @@ pub struct AmqpConfig {
     /// (an unreachable host would otherwise hang on TCP retransmits).
     #[serde(with = "duration::single")]
     pub connect_timeout: Duration,
+    /// How long a publish may wait for the broker's confirm; after it, the
+    /// message counts as not stored (a quorum queue without a majority
+    /// confirms nothing, and a worker must never wait forever).
+    #[serde(with = "duration::single")]
+    pub confirm_timeout: Duration,
     /// Optional RabbitMQ management API base URL (`http://user:pass@host:15672`);
     /// `warren status` uses it to show unacked counts, which AMQP cannot report.
     pub management_url: Option<String>,
@@ -77,6 +85,7 @@ impl Default for AmqpConfig {
             url: "amqp://guest:guest@127.0.0.1:5672/%2f".into(),
             heartbeat: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(10),
+            confirm_timeout: Duration::from_secs(30),
             management_url: None,
             broker_consumer_timeout: Duration::from_secs(30 * 60),
             tls: TlsConfig::default(),
@@ -368,7 +377,7 @@ impl Config {
     /// A copy safe to print: the AMQP and management passwords replaced by `***`.
     pub fn redacted(&self) -> Config {
         let mut copy = self.clone();
-        copy.amqp.url = crate::redact::redact_url(&copy.amqp.url);
+        copy.amqp.url = copy.amqp.url.redacted();
         copy.amqp.management_url = copy
             .amqp
             .management_url

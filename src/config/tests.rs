@@ -41,7 +41,10 @@ fn load_with(yaml: Option<&str>, vars: &[(&str, &str)], flags: &[(&str, &str)]) 
 fn defaults_reproduce_the_tutorial() {
     let c = load_with(None, &[], &[]).unwrap();
     assert_eq!(c.queue.name, "task_queue");
-    assert_eq!(c.amqp.url, "amqp://guest:guest@127.0.0.1:5672/%2f");
+    assert_eq!(
+        c.amqp.url.to_string(),
+        "amqp://guest:guest@127.0.0.1:5672/%2f"
+    );
     assert_eq!(c.handler.sleep.per_dot, Duration::from_secs(1));
     assert_eq!(c.pool.effective_prefetch(), 8);
     assert_eq!(c.retry.max_attempts, 5);
@@ -362,4 +365,52 @@ fn zero_delays_mean_at_once_and_are_allowed() {
     ];
     let c = load_with(None, &[], &flags).unwrap();
     assert!(c.pool.shutdown_timeout.is_zero() && c.handler.exec.reject_exit_codes.is_empty());
+}
+
+#[test]
+fn amqp_url_takes_the_nodes_of_a_cluster() {
+    let (a, b) = ("amqp://u:p1@a:5672/%2f", "amqp://u:p2@b:5672/%2f");
+    let both = format!("{a},{b}");
+    let from_env = load_with(None, &[("WARREN_AMQP_URL", &both)], &[]).unwrap();
+    let from_yaml = load_with(Some(&format!("amqp:\n  url: [{a}, {b}]\n")), &[], &[]).unwrap();
+    let from_flag = load_with(None, &[], &[("--amqp-url", &both)]).unwrap();
+    assert_eq!(from_env.amqp.url.len(), 2);
+    assert_eq!(from_env.amqp.url, from_yaml.amqp.url);
+    assert_eq!(from_env.amqp.url, from_flag.amqp.url);
+    // Every password is hidden in what config check prints.
+    let yaml = serde_yaml::to_string(&from_env.redacted()).unwrap();
+    assert!(!yaml.contains("p1") && !yaml.contains("p2"), "{yaml}");
+
+    let check = |flags: &[(&str, &str)]| loaded_with(None, &[], flags).map(|l| l.warnings);
+    let mixed = format!("{a},amqps://u:p3@c:5671/%2f");
+    let err = check(&[("--amqp-url", &mixed)]).unwrap_err().to_string();
+    assert!(
+        err.contains("amqp.url") && err.contains("mixes amqp:// and amqps://"),
+        "{err}"
+    );
+    assert!(!err.contains("p1") && !err.contains("p3"), "{err}");
+    let err = check(&[("--amqp-url", " , ")]).unwrap_err().to_string();
+    assert!(err.contains("amqp.url") && err.contains("empty"), "{err}");
+}
+
+#[test]
+fn the_url_flag_may_be_repeated() {
+    use clap::Parser;
+    let cli = crate::cli::Cli::try_parse_from([
+        "warren",
+        "status",
+        "--amqp-url",
+        "amqp://a/",
+        "--amqp-url",
+        "amqp://b/",
+    ])
+    .unwrap();
+    let crate::cli::Command::Status(args) = cli.command else {
+        panic!("status");
+    };
+    let config = load(None, args.keys.layers()).unwrap().config;
+    assert_eq!(
+        config.amqp.url.iter().collect::<Vec<_>>(),
+        ["amqp://a/", "amqp://b/"]
+    );
 }

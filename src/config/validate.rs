@@ -17,7 +17,7 @@ use std::time::Duration;
 impl Config {
     /// Checks ranges and combinations; returns warnings for legal but doubtful values.
     pub fn validate(&self) -> Result<Vec<String>> {
-        crate::redact::parse_amqp_url(&self.amqp.url)?;
+        self.validate_urls()?;
         if self.queue.name.is_empty() || self.queue.name.len() > 255 {
             return Err(Error::config(
                 "queue.name",
@@ -83,9 +83,10 @@ impl Config {
 
     /// Limits and polling intervals that must not be zero (see the module docs).
     fn validate_intervals(&self) -> Result<()> {
-        let nonzero: [(&str, Duration); 5] = [
+        let nonzero: [(&str, Duration); 6] = [
             ("pool.handler_timeout", self.pool.handler_timeout),
             ("amqp.connect_timeout", self.amqp.connect_timeout),
+            ("amqp.confirm_timeout", self.amqp.confirm_timeout),
             (
                 "amqp.broker_consumer_timeout",
                 self.amqp.broker_consumer_timeout,
@@ -147,6 +148,32 @@ impl Config {
 
     /// Client certificate and key come together; TLS files need an `amqps://`
     /// URL (never a silent downgrade); every file given must be readable.
+    /// Every URL parses, and all use one scheme: TLS settings apply to every
+    /// node, and a cluster reached partly in plaintext would leak the password.
+    fn validate_urls(&self) -> Result<lapin::uri::AMQPScheme> {
+        let urls = &self.amqp.url;
+        let mut schemes = Vec::new();
+        for url in urls.iter() {
+            schemes.push(crate::redact::parse_amqp_url(url)?.scheme);
+        }
+        let Some(first) = schemes.first().cloned() else {
+            return Err(Error::config(
+                "amqp.url",
+                "is empty; give a URL, or several separated by commas (--amqp-url, WARREN_AMQP_URL)",
+            ));
+        };
+        if schemes.iter().any(|s| *s != first) {
+            return Err(Error::config(
+                "amqp.url",
+                format!(
+                    "mixes amqp:// and amqps:// ({}); TLS settings apply to every node: use amqps:// for all of them",
+                    urls.redacted()
+                ),
+            ));
+        }
+        Ok(first)
+    }
+
     fn validate_tls(&self) -> Result<()> {
         let tls = &self.amqp.tls;
         let files = [
@@ -157,8 +184,7 @@ impl Config {
         let Some((first, _, _)) = files.iter().find(|(_, _, path)| path.is_some()) else {
             return Ok(());
         };
-        let scheme = crate::redact::parse_amqp_url(&self.amqp.url)?.scheme;
-        if scheme != lapin::uri::AMQPScheme::AMQPS {
+        if self.validate_urls()? != lapin::uri::AMQPScheme::AMQPS {
             return Err(Error::config(
                 *first,
                 "set but amqp.url is amqp://; use amqps:// — Warren never downgrades to plaintext",

@@ -52,13 +52,6 @@ struct Context {
     observer_channel: watch::Sender<Option<Channel>>,
 }
 
-impl Context {
-    /// How long a retry or dead-letter copy may wait for its confirm.
-    fn confirm_timeout(&self) -> std::time::Duration {
-        std::time::Duration::from_secs(30)
-    }
-}
-
 /// A configured pool, not yet running.
 pub struct Pool {
     ctx: Arc<Context>,

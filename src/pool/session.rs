@@ -17,6 +17,8 @@ use tracing::{info, warn};
 /// A connection, its consuming channel and consumer, and the channel's ack batcher.
 pub(super) struct Session {
     pub(super) conn: Connection,
+    /// The node's URL (redacted), for logs and `/readyz`.
+    pub(super) node: String,
     /// Deliveries arrive, are acked and copies are published (with
     /// confirms) on this one channel.
     pub(super) channel: Channel,
@@ -42,12 +44,13 @@ impl Session {
     pub(super) async fn open(ctx: &Context) -> Result<Session> {
         let pid = std::process::id();
         let name = format!("warren work {}/{pid}", ctx.worker_name);
-        let conn = amqp::connect(&ctx.config.amqp, &name).await?;
-        match start_consuming(ctx, &conn).await {
+        let (conn, node) = amqp::connect(&ctx.config.amqp, &name).await?;
+        match start_consuming(ctx, &conn, &node).await {
             Ok((channel, consumer)) => {
                 let (acks, batcher) = Acks::spawn();
                 Ok(Session {
                     conn,
+                    node,
                     channel,
                     consumer,
                     acks,
@@ -140,7 +143,11 @@ async fn within<T>(limit: Duration, step: &str, fut: impl Future<Output = Result
     }
 }
 
-async fn start_consuming(ctx: &Context, conn: &Connection) -> Result<(Channel, Consumer)> {
+async fn start_consuming(
+    ctx: &Context,
+    conn: &Connection,
+    node: &str,
+) -> Result<(Channel, Consumer)> {
     let limit = ctx.config.amqp.connect_timeout;
     let channel = within(limit, "opening a channel", async {
         conn.create_channel()
@@ -174,10 +181,11 @@ async fn start_consuming(ctx: &Context, conn: &Connection) -> Result<(Channel, C
     let (queue, workers) = (&ctx.topo.queue, ctx.config.pool.concurrency);
     info!(
         queue = %queue,
+        node,
         concurrency = workers,
         prefetch,
         ready,
-        "consuming from '{queue}' with {workers} workers, prefetch {prefetch}; {ready} tasks waiting",
+        "consuming from '{queue}' on {node} with {workers} workers, prefetch {prefetch}; {ready} tasks waiting",
     );
     Ok((channel, consumer))
 }

@@ -240,7 +240,7 @@ async fn confirmed_copy(
     let mut failures = 0;
     loop {
         let started = std::time::Instant::now();
-        let deadline = ctx.confirm_timeout();
+        let deadline = ctx.config.amqp.confirm_timeout;
         let result = publish_confirmed(channel, queue, body, props.clone(), deadline).await;
         metrics
             .publish_confirm

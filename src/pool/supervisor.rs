@@ -31,6 +31,7 @@ pub(super) async fn supervise<H: Handler>(
         .set(ctx.config.pool.effective_prefetch().into());
     let mut failures: u32 = 0;
     while let Some(mut session) = connect(&ctx, &*handler, &shutdown, &mut failures).await? {
+        ctx.health.set_node(Some(session.node.clone()));
         ctx.health.set_phase(Phase::Consuming);
         ctx.observer_channel
             .send_replace(session.conn.create_channel().await.ok());
@@ -53,10 +54,13 @@ pub(super) async fn supervise<H: Handler>(
             End::Cancelled => "the broker cancelled the consumer".into(),
         };
         ctx.health.set_phase(Phase::Reconnecting);
+        ctx.health.set_node(None);
         warn!(
             in_flight = ctx.health.in_flight(),
-            "lost the broker ({}); reconnecting. Tasks in flight cannot be acked on a new \
+            node = %session.node,
+            "lost the broker {} ({}); reconnecting. Tasks in flight cannot be acked on a new \
              channel: the broker will redeliver them",
+            session.node,
             explain_loss(&reason)
         );
         let _ = session.conn.close(200, "reconnecting".into()).await;

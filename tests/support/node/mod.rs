@@ -17,12 +17,12 @@
 //! [`launch`] writes its files and spawns its process, [`ports`] picks and
 //! probes its ports, [`tls`] and [`management`] add those listeners, and
 //! [`reap`] finds every process of a node (also those a dead test left).
-//! A cluster of private nodes would be a sibling module built on these:
-//! its nodes would share a cookie and run `rabbitmqctl` with [`launch`]'s
-//! environment.
+//! [`member`] adds what a cluster member needs (a shared cookie,
+//! `rabbitmqctl`, freeze/thaw); `support::cluster` builds the cluster.
 
 mod launch;
 mod management;
+mod member;
 mod ports;
 mod reap;
 mod tls;
@@ -70,13 +70,13 @@ impl RabbitNode {
     /// Starts a fresh node and blocks until it answers AMQP (panics after 60 s,
     /// with the tail of the node's logs).
     pub fn start() -> RabbitNode {
-        Self::start_full(false, None, Default::default())
+        Self::start_full(false, None, Default::default(), None)
     }
 
     /// Like [`RabbitNode::start`], with extra `rabbitmq.conf` lines and an
     /// `advanced.config` term (e.g. `[{rabbit, [{channel_tick_interval, 500}]}].`).
     pub fn start_with_config(conf: &str, advanced: &str) -> RabbitNode {
-        Self::start_full(false, None, (conf.to_owned(), advanced.to_owned()))
+        Self::start_full(false, None, (conf.to_owned(), advanced.to_owned()), None)
     }
 
     /// Like [`RabbitNode::start`], plus a TLS listener on another free port of
@@ -96,14 +96,14 @@ impl RabbitNode {
             key: key_pem,
             require_client_cert,
         };
-        Self::start_full(false, Some(files), Default::default())
+        Self::start_full(false, Some(files), Default::default(), None)
     }
 
     /// Like [`RabbitNode::start`], with the `rabbitmq_management` plugin
     /// listening on another free port of 127.0.0.1. Also blocks until
     /// `GET /api/overview` answers 200.
     pub fn start_with_management() -> RabbitNode {
-        Self::start_full(true, None, Default::default())
+        Self::start_full(true, None, Default::default(), None)
     }
 
     pub fn amqp_port(&self) -> u16 {
@@ -182,7 +182,12 @@ impl RabbitNode {
         self.pgid.is_some_and(process_alive)
     }
 
-    fn start_full(management: bool, tls: Option<TlsFiles>, extra: (String, String)) -> RabbitNode {
+    fn start_full(
+        management: bool,
+        tls: Option<TlsFiles>,
+        extra: (String, String),
+        cookie: Option<&str>,
+    ) -> RabbitNode {
         static CLEANUP: std::sync::Once = std::sync::Once::new();
         CLEANUP.call_once(reap::kill_leftover_nodes);
         let dir = tempfile::Builder::new()
@@ -210,6 +215,9 @@ impl RabbitNode {
             node.copy_tls_files(files);
         }
         node.write_config();
+        if let Some(cookie) = cookie {
+            node.write_cookie(cookie);
+        }
         node.launch();
         node
     }
