@@ -123,4 +123,74 @@ mod tests {
         let shown = urls.redacted().to_string();
         assert_eq!(shown, "amqp://u:***@a/,amqp://u:***@b/");
     }
+
+    /// Loads (and validates) env vars and flags (`--name`, raw text).
+    fn loaded(
+        vars: &[(&str, &str)],
+        flags: &[(&str, &str)],
+    ) -> crate::Result<crate::config::Loaded> {
+        use crate::config::{Layer, env_layers, keys};
+        let env = vars.iter().map(|(k, v)| (k.to_string(), v.to_string()));
+        let (mut layers, _) = env_layers(env);
+        for (flag, raw) in flags {
+            layers.push(Layer::flag(keys::by_flag(flag).expect("a known flag"), raw));
+        }
+        crate::config::load(None, &layers)
+    }
+
+    #[test]
+    fn amqp_url_takes_the_nodes_of_a_cluster() {
+        let (a, b) = ("amqp://u:p1@a:5672/%2f", "amqp://u:p2@b:5672/%2f");
+        let both = format!("{a},{b}");
+        let from_env = loaded(&[("WARREN_AMQP_URL", &both)], &[])
+            .map(|l| l.config)
+            .unwrap();
+        let from_yaml =
+            serde_yaml::from_str::<crate::config::Config>(&format!("amqp:\n  url: [{a}, {b}]\n"))
+                .unwrap();
+        let from_flag = loaded(&[], &[("--amqp-url", &both)])
+            .map(|l| l.config)
+            .unwrap();
+        assert_eq!(from_env.amqp.url.len(), 2);
+        assert_eq!(from_env.amqp.url, from_yaml.amqp.url);
+        assert_eq!(from_env.amqp.url, from_flag.amqp.url);
+        // Every password is hidden in what config check prints.
+        let yaml = serde_yaml::to_string(&from_env.redacted()).unwrap();
+        assert!(!yaml.contains("p1") && !yaml.contains("p2"), "{yaml}");
+
+        let check = |flags: &[(&str, &str)]| loaded(&[], flags).map(|l| l.warnings);
+        let mixed = format!("{a},amqps://u:p3@c:5671/%2f");
+        let err = check(&[("--amqp-url", &mixed)]).unwrap_err().to_string();
+        assert!(
+            err.contains("amqp.url") && err.contains("mixes amqp:// and amqps://"),
+            "{err}"
+        );
+        assert!(!err.contains("p1") && !err.contains("p3"), "{err}");
+        let err = check(&[("--amqp-url", " , ")]).unwrap_err().to_string();
+        assert!(err.contains("amqp.url") && err.contains("empty"), "{err}");
+    }
+
+    #[test]
+    fn the_url_flag_may_be_repeated() {
+        use clap::Parser;
+        let cli = crate::cli::Cli::try_parse_from([
+            "warren",
+            "status",
+            "--amqp-url",
+            "amqp://a/",
+            "--amqp-url",
+            "amqp://b/",
+        ])
+        .unwrap();
+        let crate::cli::Command::Status(args) = cli.command else {
+            panic!("status");
+        };
+        let config = crate::config::load(None, args.keys.layers())
+            .unwrap()
+            .config;
+        assert_eq!(
+            config.amqp.url.iter().collect::<Vec<_>>(),
+            ["amqp://a/", "amqp://b/"]
+        );
+    }
 }
