@@ -59,6 +59,28 @@ pub async fn counts(url: &str, queue: &str) -> Option<(u32, u32)> {
     q
 }
 
+/// Like [`counts`], but None also when the broker does not answer within
+/// 5 s (a node of a cluster may be down or frozen).
+pub async fn try_counts(url: &str, queue: &str) -> Option<(u32, u32)> {
+    let ask = async {
+        let conn = Connection::connect(url, ConnectionProperties::default())
+            .await
+            .ok()?;
+        let ch = conn.create_channel().await.ok()?;
+        let options = QueueDeclareOptions::default().passive();
+        let q = ch
+            .queue_declare(queue.into(), options, FieldTable::default())
+            .await
+            .ok();
+        let _ = conn.close(200, "bye".into()).await;
+        q.map(|q| (q.message_count(), q.consumer_count()))
+    };
+    tokio::time::timeout(Duration::from_secs(5), ask)
+        .await
+        .ok()
+        .flatten()
+}
+
 /// Waits until `queue` has `consumers` consumers.
 pub async fn wait_consumers(url: &str, queue: &str, consumers: u32, limit: Duration) {
     let started = Instant::now();

@@ -130,8 +130,8 @@ impl Cluster {
                     let (name, node) = line.split_once('\t')?;
                     (name == queue).then(|| node.trim().to_owned())
                 });
-                if let Some(pos) = leader
-                    .and_then(|node| self.nodes.iter().position(|n| n.nodename() == node))
+                if let Some(pos) =
+                    leader.and_then(|node| self.nodes.iter().position(|n| n.nodename() == node))
                 {
                     return pos;
                 }

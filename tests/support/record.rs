@@ -9,7 +9,8 @@
 //! in the body. A SIGKILLed warren never learns the result of a task it was
 //! running, so the script writes "done" only while warren (its parent) is
 //! alive. Programs orphaned that way are killed when the [`Recorder`] is
-//! dropped. Bodies must not contain tabs or newlines.
+//! dropped. Bodies must not contain tabs or newlines. A body containing
+//! `fail-once` fails its first attempt (exit 1, so Warren retries it).
 
 use super::proc::{Warren, work_command};
 use super::procfs::{entries, processes};
@@ -32,6 +33,8 @@ line() {
     "$WARREN_REDELIVERED" "$WARREN_ATTEMPT" "$WARREN_MESSAGE_ID" "$body" >> "$record"
 }
 line start
+# A body containing "fail-once" fails its first attempt (exit 1: a retry).
+[[ $body == *fail-once* && $WARREN_ATTEMPT == 1 ]] && exit 1
 if (( us > 0 )); then
   printf -v frac '%06d' $(( us % 1000000 ))
   sleep "$(( us / 1000000 )).$frac"
