@@ -60,6 +60,9 @@ pub struct Health {
     handler_problem: Mutex<Option<String>>,
     /// The broker node in use (URL, password redacted); None while not connected.
     node: Mutex<Option<String>>,
+    /// Why consuming has stalled although the consumer is registered (a
+    /// quorum queue without a majority); None = no sign of trouble.
+    queue_problem: Mutex<Option<String>>,
     /// Every metric of this process.
     pub metrics: Metrics,
 }
@@ -70,6 +73,7 @@ impl Default for Health {
             phase: AtomicU8::new(Phase::Connecting as u8),
             handler_problem: Mutex::new(None),
             node: Mutex::new(None),
+            queue_problem: Mutex::new(None),
             metrics: Metrics::new(),
         }
     }
@@ -84,10 +88,15 @@ impl Health {
     /// Ok while consuming with a ready handler, else the reason.
     pub fn readiness(&self) -> Result<(), String> {
         match self.phase() {
-            Phase::Consuming => match &*self.handler_problem.lock().unwrap() {
-                None => Ok(()),
-                Some(why) => Err(format!("handler not ready: {why}")),
-            },
+            Phase::Consuming => {
+                if let Some(why) = &*self.queue_problem.lock().unwrap() {
+                    return Err(why.clone());
+                }
+                match &*self.handler_problem.lock().unwrap() {
+                    None => Ok(()),
+                    Some(why) => Err(format!("handler not ready: {why}")),
+                }
+            }
             other => Err(other.reason().to_owned()),
         }
     }
@@ -120,6 +129,11 @@ impl Health {
     /// Records which node the pool is connected to (None: none).
     pub(crate) fn set_node(&self, node: Option<String>) {
         *self.node.lock().unwrap() = node;
+    }
+
+    /// Records what the queue-depth poller sees wrong with the work queue.
+    pub(crate) fn set_queue_problem(&self, problem: Option<String>) {
+        *self.queue_problem.lock().unwrap() = problem;
     }
 
     /// Records the handler's last readiness answer (None = ready).

@@ -62,6 +62,8 @@ pub struct Metrics {
     pub workers: IntGauge,
     /// basic_qos prefetch in effect.
     pub prefetch: IntGauge,
+    /// Deliveries received from the broker.
+    pub deliveries: IntCounter,
     /// Deliveries that arrived with the redelivered flag.
     pub redelivered: IntCounter,
     /// Ready messages per queue (work, retry, dead), polled.
@@ -78,6 +80,12 @@ pub struct Metrics {
     pub publish_confirm: Histogram,
     /// Retry and dead-letter copies the broker did not store (each is tried again).
     pub copies_unconfirmed: IntCounter,
+    /// Deliveries held unacked while their retry/dead-letter copy waits to
+    /// be stored (they use prefetch credit but no worker).
+    pub copies_held: IntGauge,
+    /// Ack frames that could not be sent (the channel was lost): finished
+    /// tasks the broker will deliver again.
+    pub acks_failed: IntCounter,
     /// The pod-deletion-cost last written to this pod's annotation.
     pub pod_deletion_cost: IntGauge,
     /// Failed attempts to set the pod-deletion-cost (no cluster, no RBAC).
@@ -109,6 +117,8 @@ impl Metrics {
         r.build_info();
         let tasks = r.by_outcome("warren_tasks_total", "Deliveries settled, by outcome.");
         let (queue_ready, queue_consumers) = r.queue_gauges();
+        let (pod_deletion_cost, pod_deletion_cost_errors) = r.pod_cost();
+        let (copies_unconfirmed, copies_held) = r.copies();
         Metrics {
             outcomes: Disposition::ALL.map(|how| tasks.with_label_values(&[how.label()])),
             tasks,
@@ -123,6 +133,10 @@ impl Metrics {
             ),
             workers: r.gauge("warren_workers", "Configured concurrency (async workers)."),
             prefetch: r.gauge("warren_prefetch", "basic_qos prefetch count in effect."),
+            deliveries: r.counter(
+                "warren_deliveries_total",
+                "Deliveries received from the broker.",
+            ),
             redelivered: r.counter(
                 "warren_redelivered_total",
                 "Deliveries that arrived with the redelivered flag set.",
@@ -146,18 +160,14 @@ impl Metrics {
                 "Time from publish to broker confirm.",
                 CONFIRM_BUCKETS,
             ),
-            copies_unconfirmed: r.counter(
-                "warren_copies_unconfirmed_total",
-                "Retry/dead-letter copies not confirmed by the broker; each is held and tried again.",
+            copies_held,
+            acks_failed: r.counter(
+                "warren_acks_failed_total",
+                "Ack frames not sent because the channel was lost; those tasks are redelivered.",
             ),
-            pod_deletion_cost: r.gauge(
-                "warren_pod_deletion_cost",
-                "pod-deletion-cost last written to this pod (its in-flight tasks).",
-            ),
-            pod_deletion_cost_errors: r.counter(
-                "warren_pod_deletion_cost_errors_total",
-                "Failed pod-deletion-cost updates (not in a cluster, or no RBAC).",
-            ),
+            copies_unconfirmed,
+            pod_deletion_cost,
+            pod_deletion_cost_errors,
             registry: r.0,
         }
     }
@@ -243,6 +253,34 @@ impl Registrar {
     fn histogram(&self, name: &str, help: &str, buckets: &[f64]) -> Histogram {
         let opts = HistogramOpts::new(name, help).buckets(buckets.to_vec());
         self.add(Histogram::with_opts(opts))
+    }
+
+    /// Retry/dead-letter copies not stored, and deliveries held for them.
+    fn copies(&self) -> (IntCounter, IntGauge) {
+        (
+            self.counter(
+                "warren_copies_unconfirmed_total",
+                "Retry/dead-letter copies not confirmed by the broker; each is held and tried again.",
+            ),
+            self.gauge(
+                "warren_copies_held",
+                "Deliveries held unacked until their retry/dead-letter copy is stored.",
+            ),
+        )
+    }
+
+    /// The pod-deletion-cost written, and failed updates (see `pod_cost`).
+    fn pod_cost(&self) -> (IntGauge, IntCounter) {
+        (
+            self.gauge(
+                "warren_pod_deletion_cost",
+                "pod-deletion-cost last written to this pod (its in-flight tasks).",
+            ),
+            self.counter(
+                "warren_pod_deletion_cost_errors_total",
+                "Failed pod-deletion-cost updates (not in a cluster, or no RBAC).",
+            ),
+        )
     }
 
     /// `warren_build_info{version}` = 1, set once.

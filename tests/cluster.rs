@@ -278,3 +278,142 @@ fn chaos_on_a_three_node_cluster_loses_nothing() {
     );
     drop(warrens);
 }
+
+/// Which member `/readyz` names ("ready: consuming from amqp://…:PORT/…").
+fn node_in_use(c: &Cluster, w: &Warren) -> Option<usize> {
+    let (status, body) = w.get("/readyz")?;
+    let port = body
+        .rsplit_once("127.0.0.1:")?
+        .1
+        .split('/')
+        .next()?
+        .to_owned();
+    (status == 200).then_some(())?;
+    c.urls()
+        .iter()
+        .position(|u| u.contains(&format!("127.0.0.1:{port}/")))
+}
+
+/// Waits (polling, up to `limit`) until `check` holds.
+fn wait_until(what: &str, limit: Duration, mut check: impl FnMut() -> bool) -> Duration {
+    let started = Instant::now();
+    while !check() {
+        assert!(started.elapsed() < limit, "timed out: {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    started.elapsed()
+}
+
+fn done_count(rec: &Recorder) -> usize {
+    deliveries(rec)
+        .values()
+        .filter(|l| l.iter().any(|d| d.done))
+        .count()
+}
+
+#[test]
+fn a_frozen_node_is_left_for_another() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let mut c = cluster::shared();
+    let urls = c.url_list();
+    let q = unique_queue("cluster-frozen");
+    let bodies: Vec<String> = (0..60).map(|i| format!("f{i:02} ..")).collect();
+    publish(&urls, &q, &bodies);
+    let rec = Recorder::new();
+    let flags = cluster_flags(&urls, "2");
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let w = rec.work("w", &urls, &q, Duration::from_millis(100), &flags);
+    rt.block_on(w.wait_ready());
+    wait_until("5 tasks done", LIMIT, || done_count(&rec) >= 5);
+    let before = node_in_use(&c, &w).expect("/readyz names the node");
+    let was_leader = c.leader(&q) == before;
+
+    c.freeze(before);
+    let noticed = wait_until("the frozen node noticed", Duration::from_secs(60), || {
+        w.metric("warren_broker_connected") == 0.0
+    });
+    let resumed = noticed
+        + wait_until("ready on another node", Duration::from_secs(180), || {
+            node_in_use(&c, &w).is_some_and(|now| now != before)
+        });
+    eprintln!(
+        "node {before} frozen (leader of the queue: {}); warren noticed after {:.1} s (heartbeat \
+         {HEARTBEAT}) and consumed from another node after {:.1} s",
+        was_leader,
+        noticed.as_secs_f64(),
+        resumed.as_secs_f64()
+    );
+    c.thaw(before);
+    wait_until("every task done", LIMIT, || {
+        done_count(&rec) == bodies.len()
+    });
+    let all = deliveries(&rec);
+    let repeats = all.values().map(|l| l.len() - 1).sum::<usize>();
+    let acks_failed = w.metric("warren_acks_failed_total");
+    eprintln!(
+        "{} tasks done; {repeats} delivered again; {acks_failed} ack frames lost",
+        all.len()
+    );
+}
+
+#[test]
+fn a_minority_makes_warren_unready_and_it_resumes() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let mut c = cluster::shared();
+    let urls = c.url_list();
+    let q = unique_queue("cluster-minority");
+    let bodies: Vec<String> = (0..40)
+        .map(|i| match i % 4 {
+            1 => format!("m{i:02} fail-once ."),
+            _ => format!("m{i:02} ."),
+        })
+        .collect();
+    publish(&urls, &q, &bodies);
+    let rec = Recorder::new();
+    let mut flags = cluster_flags(&urls, "2");
+    flags.extend(["--queue-poll-interval", "1s", "--confirm-timeout", "2s"].map(String::from));
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let mut w = rec.work("w", &urls, &q, Duration::from_millis(200), &flags);
+    rt.block_on(w.wait_ready());
+    wait_until("4 tasks done", LIMIT, || done_count(&rec) >= 4);
+
+    let keep = node_in_use(&c, &w).unwrap_or(0);
+    let lost: Vec<usize> = (0..c.len()).filter(|&i| i != keep).collect();
+    for &i in &lost {
+        c.kill(i);
+    }
+    let body = rt.block_on(w.wait_readyz(503, Duration::from_secs(60)));
+    eprintln!("two of three nodes down: /readyz 503 ({})", body.trim());
+    let retried_then = w.metric(&support::health::tasks_total(
+        warren::metrics::Disposition::Retried,
+    ));
+    std::thread::sleep(Duration::from_secs(5));
+    assert!(w.is_running(), "a minority must not stop warren");
+    assert_eq!(w.get("/livez").map(|r| r.0), Some(200));
+    assert_eq!(w.readyz().0, 503, "no majority, not ready");
+    assert_eq!(
+        w.metric(&support::health::tasks_total(
+            warren::metrics::Disposition::Retried
+        )),
+        retried_then,
+        "no retry copy can be confirmed without a majority, so none is counted as done"
+    );
+
+    for &i in &lost {
+        c.restart(i);
+    }
+    rt.block_on(w.wait_ready());
+    wait_until("every task done", LIMIT, || {
+        done_count(&rec) == bodies.len()
+    });
+    let unconfirmed = w.metric("warren_copies_unconfirmed_total");
+    eprintln!(
+        "majority back: all {} tasks done; {unconfirmed} copies held and tried again",
+        bodies.len()
+    );
+    let all = deliveries(&rec);
+    for (body, list) in &all {
+        let max_attempt = list.iter().map(|d| d.attempt).max().unwrap_or(1);
+        assert!(max_attempt <= 2, "{body} failed more than once: {list:?}");
+    }
+}

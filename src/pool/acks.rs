@@ -14,6 +14,7 @@
 
 use lapin::Acker;
 use lapin::options::BasicAckOptions;
+use prometheus::IntCounter;
 use std::collections::{BTreeMap, BTreeSet};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -137,9 +138,10 @@ impl AckWindow {
 impl Acks {
     /// Starts the batcher for one channel. It ends when every `Acks` clone
     /// is dropped, after sending what it was told.
-    pub fn spawn() -> (Acks, JoinHandle<()>) {
+    /// `failed` counts ack frames the channel could not send.
+    pub fn spawn(failed: IntCounter) -> (Acks, JoinHandle<()>) {
         let (tx, rx) = mpsc::unbounded_channel();
-        (Acks { tx }, tokio::spawn(run(rx)))
+        (Acks { tx }, tokio::spawn(run(rx, failed)))
     }
 
     /// Registers a delivery; call before handing it to a worker.
@@ -160,7 +162,7 @@ impl Acks {
     }
 }
 
-async fn run(mut rx: mpsc::UnboundedReceiver<Report>) {
+async fn run(mut rx: mpsc::UnboundedReceiver<Report>, failed: IntCounter) {
     let mut window = AckWindow::default();
     while let Some(first) = rx.recv().await {
         window.apply(first);
@@ -172,9 +174,13 @@ async fn run(mut rx: mpsc::UnboundedReceiver<Report>) {
                 multiple: ack.multiple,
             };
             if let Err(e) = ack.acker.ack(options).await {
+                // The handler's result is known but cannot reach the broker
+                // (the channel is gone): say so, and count it.
+                failed.inc();
                 warn!(
                     tag = ack.tag,
-                    "could not ack ({e}); the broker will redeliver the task(s)"
+                    multiple = ack.multiple,
+                    "could not ack finished task(s) ({e}); the broker will redeliver them"
                 );
             }
         }

@@ -47,7 +47,7 @@ impl Session {
         let (conn, node) = amqp::connect(&ctx.config.amqp, &name).await?;
         match start_consuming(ctx, &conn, &node).await {
             Ok((channel, consumer)) => {
-                let (acks, batcher) = Acks::spawn();
+                let (acks, batcher) = Acks::spawn(ctx.health.metrics.acks_failed.clone());
                 Ok(Session {
                     conn,
                     node,

@@ -238,19 +238,22 @@ async fn confirmed_copy(
     let props = props.with_headers(headers);
     let metrics = &ctx.health.metrics;
     let mut failures = 0;
-    loop {
+    let result = loop {
         let started = std::time::Instant::now();
         let deadline = ctx.config.amqp.confirm_timeout;
         let result = publish_confirmed(channel, queue, body, props.clone(), deadline).await;
         metrics
             .publish_confirm
             .observe(started.elapsed().as_secs_f64());
-        let Err(why) = result else { return Ok(()) };
+        let Err(why) = result else { break Ok(()) };
         metrics.copies_unconfirmed.inc();
         if !channel.status().connected() || ctx.draining.is_cancelled() {
-            return Err(why);
+            break Err(why);
         }
         failures += 1;
+        if failures == 1 {
+            metrics.copies_held.inc();
+        }
         let pause = copy_retry_delay(failures);
         warn!(
             "copy to '{queue}' not stored ({why}); holding the task and trying again in {}s",
@@ -258,9 +261,13 @@ async fn confirmed_copy(
         );
         tokio::select! {
             _ = tokio::time::sleep(pause) => {}
-            _ = ctx.draining.cancelled() => return Err(why),
+            _ = ctx.draining.cancelled() => break Err(why),
         }
+    };
+    if failures > 0 {
+        metrics.copies_held.dec();
     }
+    result
 }
 
 fn now_secs() -> u64 {

@@ -202,6 +202,7 @@ async fn consume<H: Handler>(
         };
         match next {
             Some(Ok(mut delivery)) => {
+                ctx.health.metrics.deliveries.inc();
                 let task = Task::from_delivery(&mut delivery, &ctx.topo.queue);
                 let ticket = Ticket::issue(&session.acks, delivery.delivery_tag, delivery.acker);
                 let unsettled =
