@@ -417,3 +417,67 @@ fn a_minority_makes_warren_unready_and_it_resumes() {
         assert!(max_attempt <= 2, "{body} failed more than once: {list:?}");
     }
 }
+
+#[test]
+fn a_retry_copy_without_a_confirm_holds_the_task_until_the_deadline_passes() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let mut c = cluster::shared();
+    let urls = c.urls();
+    let q = unique_queue("cluster-confirm");
+    let two = format!("{},{}", urls[0], urls[1]);
+    let bodies = vec!["c0 fail-once .".to_owned()];
+    publish(&two, &q, &bodies);
+    // The retry tier keeps node 2 alone as its member, so freezing node 2
+    // takes its majority while the work queue (on all three) keeps serving.
+    let tier = format!("{q}.retry.1s");
+    c.only_on(&tier, 2);
+    c.freeze(2);
+    let rec = Recorder::new();
+    let mut flags = cluster_flags(&two, "2");
+    flags.extend(["--confirm-timeout", "2s"].map(String::from));
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let w = rec.work("w", &two, &q, Duration::from_millis(10), &flags);
+    rt.block_on(w.wait_metric(
+        "warren_copies_unconfirmed_total",
+        2.0,
+        Duration::from_secs(60),
+    ));
+    let held = deliveries(&rec);
+    assert_eq!(
+        held["c0 fail-once ."].len(),
+        1,
+        "ran once, then held: {held:?}"
+    );
+    assert_eq!(w.metric("warren_copies_held"), 1.0);
+    assert_eq!(
+        w.metric("warren_tasks_in_flight"),
+        1.0,
+        "the original stays unacked"
+    );
+
+    c.thaw(2);
+    wait_until("attempt 2 done", LIMIT, || done_count(&rec) == 1);
+    let all = deliveries(&rec);
+    let attempts: Vec<u32> = all["c0 fail-once ."].iter().map(|d| d.attempt).collect();
+    // Attempt 1 ran once; attempt 2 may run more than once: a copy whose
+    // confirm missed the deadline can still be stored when the node thaws
+    // (at-least-once: a duplicate, never a loss).
+    assert_eq!(
+        attempts.iter().filter(|a| **a == 1).count(),
+        1,
+        "{attempts:?}"
+    );
+    assert!(attempts.iter().skip(1).all(|a| *a == 2), "{attempts:?}");
+    assert_eq!(w.metric("warren_copies_held"), 0.0);
+    assert_eq!(
+        rt.block_on(ready(&c, &format!("{q}.dead"))),
+        Some(0),
+        "nothing dead-lettered"
+    );
+    eprintln!(
+        "confirm deadline: {} unconfirmed tries while the tier had no majority; then stored; \
+         attempt 2 ran {} time(s) (copies stored late are duplicates)",
+        w.metric("warren_copies_unconfirmed_total"),
+        attempts.len() - 1
+    );
+}

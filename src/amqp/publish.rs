@@ -60,23 +60,9 @@ pub async fn enable_confirms(channel: &Channel) -> Result<()> {
         .map_err(|e| Error::amqp("enabling publisher confirms", e))
 }
 
-/// Publishes one message through the default exchange and waits up to
-/// `deadline` for its confirm. `Err` carries why the message may not be stored.
-pub async fn publish_confirmed(
-    channel: &Channel,
-    queue: &str,
-    body: &[u8],
-    properties: BasicProperties,
-    deadline: Duration,
-) -> std::result::Result<(), String> {
-    let sent = Instant::now();
-    let confirm = send(channel, queue, body, properties)
-        .await
-        .map_err(|e| format!("publish failed: {e}"))?;
-    await_confirm(confirm, sent + deadline).await
-}
-
-async fn send(
+/// Publishes one message (mandatory, default exchange) and returns its
+/// pending confirm; [`verdict`] reads what the broker answered.
+pub async fn send(
     channel: &Channel,
     queue: &str,
     body: &[u8],
@@ -106,6 +92,11 @@ async fn await_confirm(
                 .into(),
         );
     };
+    verdict(confirmation)
+}
+
+/// Whether the broker stored the message: acked and not returned.
+pub fn verdict(confirmation: lapin::Result<Confirmation>) -> std::result::Result<(), String> {
     match confirmation {
         Ok(Confirmation::Ack(None)) => Ok(()),
         Ok(Confirmation::Ack(Some(returned)) | Confirmation::Nack(Some(returned))) => Err(format!(

@@ -8,6 +8,7 @@
 //! - [`settle`]: an [`Unsettled`](settle::Unsettled) delivery and the only
 //!   ways it leaves the pool — ack, retry copy, dead letter, or requeue —
 //!   never acking the original before a copy is confirmed.
+//! - [`copy`] publishes a retry or dead-letter copy until it is stored.
 //! - [`acks`] coalesces acks; [`slots`] numbers the workers.
 //!
 //! The pool depends on config, amqp, handler and health only. It reports
@@ -16,6 +17,7 @@
 //! the broker things without the pool knowing who it is.
 
 mod acks;
+mod copy;
 mod drain;
 mod session;
 mod settle;

@@ -5,7 +5,8 @@
 
 use super::Context;
 use super::acks::Ticket;
-use crate::amqp::publish::{PERSISTENT, publish_confirmed};
+use super::copy::confirmed_copy;
+use crate::amqp::publish::PERSISTENT;
 use crate::amqp::topology::Topology;
 use crate::handler::task::ATTEMPT_HEADER;
 use crate::handler::{Outcome, Task};
@@ -213,63 +214,6 @@ fn retry_headers(task: &Task, reason: &str) -> FieldTable {
     headers
 }
 
-/// Pause before trying an unconfirmed copy again: doubles from 1 s to 30 s.
-fn copy_retry_delay(failures: u32) -> Duration {
-    Duration::from_secs((1u64 << failures.clamp(1, 6).saturating_sub(1)).min(30))
-}
-
-/// Publishes a copy until the broker confirms it, holding the original
-/// unacked meanwhile. A copy that cannot be stored now (NO_ROUTE while a
-/// queue's node is down, a nack, no confirm within `amqp.confirm_timeout`) is
-/// tried again after a pause: requeueing the original at once would run the
-/// task again within milliseconds and, on a quorum queue, burn its delivery
-/// limit. Gives up (`Err`) only when the pool drains or the channel is gone
-/// (then the broker redelivers the original anyway).
-async fn confirmed_copy(
-    ctx: &Context,
-    channel: &Channel,
-    queue: &str,
-    body: &[u8],
-    props: BasicProperties,
-) -> Result<(), String> {
-    // The next attempt (or whoever reads the dead letter) continues this trace.
-    let mut headers = props.headers().clone().unwrap_or_default();
-    crate::telemetry::propagate::inject(&mut headers);
-    let props = props.with_headers(headers);
-    let metrics = &ctx.health.metrics;
-    let mut failures = 0;
-    let result = loop {
-        let started = std::time::Instant::now();
-        let deadline = ctx.config.amqp.confirm_timeout;
-        let result = publish_confirmed(channel, queue, body, props.clone(), deadline).await;
-        metrics
-            .publish_confirm
-            .observe(started.elapsed().as_secs_f64());
-        let Err(why) = result else { break Ok(()) };
-        metrics.copies_unconfirmed.inc();
-        if !channel.status().connected() || ctx.draining.is_cancelled() {
-            break Err(why);
-        }
-        failures += 1;
-        if failures == 1 {
-            metrics.copies_held.inc();
-        }
-        let pause = copy_retry_delay(failures);
-        warn!(
-            "copy to '{queue}' not stored ({why}); holding the task and trying again in {}s",
-            pause.as_secs()
-        );
-        tokio::select! {
-            _ = tokio::time::sleep(pause) => {}
-            _ = ctx.draining.cancelled() => break Err(why),
-        }
-    };
-    if failures > 0 {
-        metrics.copies_held.dec();
-    }
-    result
-}
-
 fn now_secs() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -375,12 +319,6 @@ mod tests {
             decide(&topo, 1, 1, Outcome::retry("x")),
             Decision::DeadLetter { .. }
         ));
-    }
-
-    #[test]
-    fn unconfirmed_copies_are_retried_with_growing_pauses() {
-        let pauses: Vec<u64> = (1..8).map(|n| copy_retry_delay(n).as_secs()).collect();
-        assert_eq!(pauses, [1, 2, 4, 8, 16, 30, 30]);
     }
 
     #[test]

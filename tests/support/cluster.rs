@@ -141,6 +141,21 @@ impl Cluster {
         }
     }
 
+    /// Shrinks quorum queue `queue` to member `keep` alone (`rabbitmq-queues
+    /// delete_member` for the others), so stopping `keep` takes its majority.
+    pub fn only_on(&self, queue: &str, keep: usize) {
+        for (i, node) in self.nodes.iter().enumerate().filter(|(i, _)| *i != keep) {
+            let args = ["delete_member", queue, node.nodename()];
+            let out = self.nodes[keep].cli("rabbitmq-queues", &args, CTL_LIMIT);
+            assert!(
+                out.status.success(),
+                "delete_member {queue} on node {i}: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+
     /// Members that are running and not frozen.
     fn live(&mut self) -> Vec<usize> {
         (0..self.nodes.len())

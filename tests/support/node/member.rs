@@ -33,7 +33,14 @@ impl RabbitNode {
     /// Runs `rabbitmqctl -n <node> ARGS` with the node's environment (its
     /// cookie), with a time limit; a frozen target makes it wait, not hang.
     pub fn ctl(&self, args: &[&str], limit: Duration) -> Output {
+        self.cli("rabbitmqctl", args, limit)
+    }
+
+    /// Runs another CLI tool of the same installation (`rabbitmq-queues`)
+    /// the way [`ctl`](RabbitNode::ctl) runs rabbitmqctl.
+    pub fn cli(&self, tool: &str, args: &[&str], limit: Duration) -> Output {
         let ctl = std::env::var_os("WARREN_RABBITMQCTL").unwrap_or_else(|| DEFAULT_CTL.into());
+        let ctl = std::path::Path::new(&ctl).with_file_name(tool);
         let mut cmd = Command::new(ctl);
         self.environment(&mut cmd);
         cmd.arg("-n")
