@@ -173,13 +173,22 @@ async fn publish_in_span(args: PublishArgs, config: Config) -> Result<()> {
         None => vec![args.message.join(" ").into_bytes()],
     };
     let (conn, _node) = amqp::connect(&config.amqp, "warren publish").await?;
-    let channel = conn
-        .create_channel()
-        .await
-        .map_err(|e| Error::amqp("opening a channel", e))?;
+    // Each call has a deadline: a frozen cluster member can hold a declare.
+    let limit = config.amqp.connect_timeout;
+    let channel = amqp::open_channel(&conn, limit).await?;
     let topo = topology::Topology::from_config(&config);
-    topology::declare(&channel, &topo).await?;
-    publish::enable_confirms(&channel).await?;
+    amqp::within(
+        limit,
+        "declaring queues",
+        topology::declare(&channel, &topo),
+    )
+    .await?;
+    amqp::within(
+        limit,
+        "enabling confirms",
+        publish::enable_confirms(&channel),
+    )
+    .await?;
     let echo = bodies.len() <= 20;
     let mut stdout = std::io::stdout().lock();
     let report = publish::publish_tasks(

@@ -32,11 +32,9 @@ pub async fn queue_status(config: &Config) -> Result<Vec<QueueStatus>> {
     let mut rows = Vec::new();
     for (i, name) in names.iter().enumerate() {
         // A failed passive declare closes the channel: use a fresh one each time.
-        let channel = conn
-            .create_channel()
-            .await
-            .map_err(|e| Error::amqp("opening a channel", e))?;
-        let inspected = inspect(&channel, name).await;
+        let limit = config.amqp.connect_timeout;
+        let channel = amqp::open_channel(&conn, limit).await?;
+        let inspected = amqp::within(limit, "inspecting a queue", inspect(&channel, name)).await;
         if channel.status().connected() {
             let _ = channel.close(200, "done".into()).await;
         }

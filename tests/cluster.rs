@@ -151,11 +151,23 @@ fn chaos_on_a_three_node_cluster_loses_nothing() {
     let wait_done = |at_least: usize| {
         let started = Instant::now();
         while done() < at_least {
-            assert!(
-                started.elapsed() < LIMIT,
-                "stuck below {at_least} done: {}",
-                done()
-            );
+            if started.elapsed() > LIMIT {
+                let stuck: Vec<_> = deliveries(&rec)
+                    .into_iter()
+                    .filter(|(_, l)| !l.iter().any(|d| d.done))
+                    .take(10)
+                    .collect();
+                let seen = deliveries(&rec);
+                let never: Vec<_> = bodies
+                    .iter()
+                    .filter(|b| !seen.contains_key(*b))
+                    .take(10)
+                    .collect();
+                panic!(
+                    "stuck below {at_least} done: {}; delivered, not done: {stuck:?}; never delivered: {never:?}",
+                    done()
+                );
+            }
             std::thread::sleep(Duration::from_millis(100));
         }
     };
@@ -201,7 +213,36 @@ fn chaos_on_a_three_node_cluster_loses_nothing() {
     warrens.push(rec.work("w1-again", &urls, &q, per_dot, &flags));
     event("warren w1 started again".into(), &mut events);
 
-    wait_done(n);
+    let waited = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| wait_done(n)));
+    if let Err(panic) = waited {
+        for w in &warrens {
+            let tail: Vec<String> = w
+                .lines()
+                .into_iter()
+                .filter(|l| l.contains("copy") || l.contains("confirm") || l.contains("lost"))
+                .rev()
+                .take(6)
+                .collect();
+            eprintln!(
+                "{}: {:?}\n  {}",
+                w.name,
+                w.get("/readyz"),
+                tail.join("\n  ")
+            );
+            for m in [
+                "warren_copies_held",
+                "warren_tasks_in_flight",
+                "warren_deliveries_total",
+            ] {
+                eprintln!(
+                    "  {m} {:?}",
+                    w.get("/metrics")
+                        .map(|(_, t)| support::health::sample(&t, m))
+                );
+            }
+        }
+        std::panic::resume_unwind(panic);
+    }
     let finished = now_us();
     for (what, _, done_then) in &events {
         eprintln!("  {what}: {done_then} of {n} tasks done then");
@@ -455,9 +496,42 @@ fn a_retry_copy_without_a_confirm_holds_the_task_until_the_deadline_passes() {
         "the original stays unacked"
     );
 
+    // `warren publish` to the tier itself gets no confirm either: reported
+    // as unconfirmed, exit status non-zero.
+    let args = [
+        "publish",
+        "--amqp-url",
+        &two,
+        "--queue",
+        &tier,
+        "--queue-type",
+        "quorum",
+        "--declare",
+        "false",
+        "--confirm-timeout",
+        "2s",
+        "late",
+    ];
+    let out = run(&args, LIMIT);
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("1 of 1 messages were not confirmed"),
+        "{}",
+        text(&out)
+    );
+
     c.thaw(2);
-    wait_until("attempt 2 done", LIMIT, || done_count(&rec) == 1);
+    // The unconfirmed publish may still be stored after the thaw (it was):
+    // its TTL then sends it to the work queue like any retry.
+    wait_until("attempt 2 done", LIMIT, || {
+        deliveries(&rec)["c0 fail-once ."].iter().any(|d| d.done)
+    });
     let all = deliveries(&rec);
+    eprintln!(
+        "warren publish during the freeze: not confirmed, exit {:?}; stored later: {}",
+        out.status.code(),
+        all.contains_key("late")
+    );
     let attempts: Vec<u32> = all["c0 fail-once ."].iter().map(|d| d.attempt).collect();
     // Attempt 1 ran once; attempt 2 may run more than once: a copy whose
     // confirm missed the deadline can still be stored when the node thaws
@@ -480,4 +554,42 @@ fn a_retry_copy_without_a_confirm_holds_the_task_until_the_deadline_passes() {
         w.metric("warren_copies_unconfirmed_total"),
         attempts.len() - 1
     );
+}
+
+#[test]
+fn a_queue_whose_node_is_down_at_start_is_waited_for() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let mut c = cluster::shared();
+    let urls = c.urls();
+    let q = unique_queue("cluster-home");
+    // A classic queue lives on the node that declared it: node 2.
+    let out = run(
+        &["publish", "--amqp-url", &urls[2], "--queue", &q, "first"],
+        LIMIT,
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    c.kill(2);
+    let two = format!("{},{}", urls[0], urls[1]);
+    let rec = Recorder::new();
+    let mut w = rec.work(
+        "w",
+        &two,
+        &q,
+        Duration::from_millis(1),
+        &["--connect-timeout", "3s"],
+    );
+    let why = rt.block_on(w.wait_readyz(503, Duration::from_secs(30)));
+    std::thread::sleep(Duration::from_secs(5));
+    assert!(
+        w.is_running(),
+        "a queue whose node is down must not stop warren"
+    );
+    assert_eq!(w.readyz().0, 503);
+    eprintln!(
+        "queue's node down at start: alive, /readyz 503 ({})",
+        why.trim()
+    );
+    c.restart(2);
+    rt.block_on(w.wait_ready());
+    wait_until("the task done", LIMIT, || done_count(&rec) == 1);
 }

@@ -9,3 +9,33 @@ pub mod publish;
 pub mod topology;
 
 pub use connect::connect;
+
+use crate::error::{Error, Result};
+use std::time::Duration;
+
+/// Runs one broker call with a deadline; a timeout is an error naming the
+/// step (a frozen node, or a declare that waits for a frozen cluster member,
+/// would otherwise hold the caller forever).
+pub async fn within<T>(
+    limit: Duration,
+    step: &str,
+    fut: impl Future<Output = Result<T>>,
+) -> Result<T> {
+    match tokio::time::timeout(limit, fut).await {
+        Ok(result) => result,
+        Err(_) => Err(Error::Timeout {
+            step: step.to_owned(),
+            after: crate::config::duration::format(&limit),
+        }),
+    }
+}
+
+/// Opens a channel within `limit`.
+pub async fn open_channel(conn: &lapin::Connection, limit: Duration) -> Result<lapin::Channel> {
+    within(limit, "opening a channel", async {
+        conn.create_channel()
+            .await
+            .map_err(|e| Error::amqp("opening a channel", e))
+    })
+    .await
+}

@@ -4,13 +4,12 @@
 
 use super::Context;
 use super::acks::Acks;
-use crate::amqp::{self, publish, topology};
+use crate::amqp::{self, publish, topology, within};
 use crate::error::{Error, Result};
 use crate::health::Phase;
 use lapin::options::{BasicConsumeOptions, BasicQosOptions};
 use lapin::types::FieldTable;
 use lapin::{Channel, Connection, Consumer};
-use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -113,13 +112,7 @@ impl Session {
     /// then consumes on the session's channel.
     async fn consume_again(&self, ctx: &Context) -> Result<Consumer> {
         let limit = ctx.config.amqp.connect_timeout;
-        let probe = within(limit, "opening a channel", async {
-            self.conn
-                .create_channel()
-                .await
-                .map_err(|e| Error::amqp("opening a channel", e))
-        })
-        .await?;
+        let probe = amqp::open_channel(&self.conn, limit).await?;
         let declared = within(
             limit,
             "declaring queues",
@@ -132,29 +125,13 @@ impl Session {
     }
 }
 
-/// Runs `step` with a deadline; a timeout is an error naming the step.
-async fn within<T>(limit: Duration, step: &str, fut: impl Future<Output = Result<T>>) -> Result<T> {
-    match tokio::time::timeout(limit, fut).await {
-        Ok(result) => result,
-        Err(_) => Err(Error::Timeout {
-            step: step.to_owned(),
-            after: crate::config::duration::format(&limit),
-        }),
-    }
-}
-
 async fn start_consuming(
     ctx: &Context,
     conn: &Connection,
     node: &str,
 ) -> Result<(Channel, Consumer)> {
     let limit = ctx.config.amqp.connect_timeout;
-    let channel = within(limit, "opening a channel", async {
-        conn.create_channel()
-            .await
-            .map_err(|e| Error::amqp("opening a channel", e))
-    })
-    .await?;
+    let channel = amqp::open_channel(conn, limit).await?;
     let ready = within(
         limit,
         "declaring queues",
