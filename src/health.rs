@@ -6,6 +6,7 @@
 use crate::metrics::Metrics;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU8, Ordering};
+use tokio_util::sync::CancellationToken;
 
 /// What the supervisor is doing; only `Consuming` is ready.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,6 +64,9 @@ pub struct Health {
     /// Why consuming has stalled although the consumer is registered (a
     /// quorum queue without a majority); None = no sign of trouble.
     queue_problem: Mutex<Option<String>>,
+    /// The current session's "reconnect now" token and why it was cancelled:
+    /// a stall that lasts is cured by a new connection and consumer.
+    reconnect: Mutex<(CancellationToken, Option<String>)>,
     /// Every metric of this process.
     pub metrics: Metrics,
 }
@@ -74,6 +78,7 @@ impl Default for Health {
             handler_problem: Mutex::new(None),
             node: Mutex::new(None),
             queue_problem: Mutex::new(None),
+            reconnect: Mutex::new((CancellationToken::new(), None)),
             metrics: Metrics::new(),
         }
     }
@@ -134,6 +139,25 @@ impl Health {
     /// Records what the queue-depth poller sees wrong with the work queue.
     pub(crate) fn set_queue_problem(&self, problem: Option<String>) {
         *self.queue_problem.lock().unwrap() = problem;
+    }
+
+    /// A fresh reconnect token for a new session (see `request_reconnect`).
+    pub(crate) fn arm_reconnect(&self) -> CancellationToken {
+        let token = CancellationToken::new();
+        *self.reconnect.lock().unwrap() = (token.clone(), None);
+        token
+    }
+
+    /// Asks the pool to drop this session and reconnect, saying why.
+    pub(crate) fn request_reconnect(&self, why: String) {
+        let mut reconnect = self.reconnect.lock().unwrap();
+        reconnect.1 = Some(why);
+        reconnect.0.cancel();
+    }
+
+    /// Why a reconnect was requested, if it was.
+    pub(crate) fn reconnect_reason(&self) -> Option<String> {
+        self.reconnect.lock().unwrap().1.clone()
     }
 
     /// Records the handler's last readiness answer (None = ready).

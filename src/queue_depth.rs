@@ -93,6 +93,10 @@ async fn poll(health: &Health, names: &[String], interval: Duration, channel: &C
 
 /// Polls in a row that must look stalled before `/readyz` says so.
 const STALLED_POLLS: u32 = 3;
+/// Polls in a row after which a new connection and consumer are tried: a
+/// consumer the broker lost track of (seen after a quorum queue regained
+/// its majority) never gets deliveries again otherwise.
+const RECONNECT_POLLS: u32 = 2 * STALLED_POLLS;
 
 /// Watches the work queue for tasks that wait while this pod could take
 /// them but receives none.
@@ -126,6 +130,11 @@ impl Stall {
             return;
         }
         self.polls += 1;
+        if self.polls == RECONNECT_POLLS {
+            health.request_reconnect(format!(
+                "queue '{queue}' stalled for {RECONNECT_POLLS} polls; trying a new connection and consumer"
+            ));
+        }
         if self.polls == STALLED_POLLS {
             let why = match consumers {
                 0 => format!(
@@ -184,10 +193,18 @@ mod tests {
         }
         assert!(health.is_ready());
         // No consumers listed although ours is registered (stats unavailable).
+        let reconnect = health.arm_reconnect();
         for _ in 0..STALLED_POLLS {
             stall.observe(&health, "q", 0, 0);
         }
         let why = health.readiness().unwrap_err();
         assert!(why.contains("reports no consumers"), "{why}");
+        // A stall that lasts asks the pool for a new connection and consumer.
+        assert!(!reconnect.is_cancelled());
+        for _ in STALLED_POLLS..RECONNECT_POLLS {
+            stall.observe(&health, "q", 0, 0);
+        }
+        assert!(reconnect.is_cancelled());
+        assert!(health.reconnect_reason().unwrap().contains("stalled"));
     }
 }

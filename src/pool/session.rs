@@ -24,6 +24,8 @@ pub(super) struct Session {
     pub(super) consumer: Consumer,
     /// This channel's ack batcher (see `acks.rs`) and its task.
     pub(super) acks: Acks,
+    /// Cancelled when the queue-depth poller finds the queue stalled for long.
+    pub(super) stalled: CancellationToken,
     pub(super) batcher: tokio::task::JoinHandle<()>,
 }
 
@@ -53,6 +55,7 @@ impl Session {
                     channel,
                     consumer,
                     acks,
+                    stalled: ctx.health.arm_reconnect(),
                     batcher,
                 })
             }

@@ -186,18 +186,23 @@ async fn consume<H: Handler>(
     tracker: &TaskTracker,
     shutdown: &CancellationToken,
 ) -> End {
-    // One registration with the token for the whole session, not two per task.
+    // One registration with each token for the whole session, not two per task.
     let cancelled = shutdown.cancelled();
-    tokio::pin!(cancelled);
+    let stalled = session.stalled.clone();
+    let stalled = stalled.cancelled();
+    tokio::pin!(cancelled, stalled);
+    let stalled_end = || End::Lost(ctx.health.reconnect_reason().unwrap_or_default());
     loop {
         let slot = tokio::select! {
             biased;
             _ = &mut cancelled => return End::Shutdown,
+            _ = &mut stalled => return stalled_end(),
             slot = slots.take() => slot,
         };
         let next = tokio::select! {
             biased;
             _ = &mut cancelled => return End::Shutdown,
+            _ = &mut stalled => return stalled_end(),
             next = session.consumer.next() => next,
         };
         match next {

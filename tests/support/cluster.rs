@@ -156,6 +156,32 @@ impl Cluster {
         }
     }
 
+    /// All messages of `queue` (ready, unacked and any the broker holds for
+    /// dead-lettering), as `rabbitmqctl list_queues messages` counts them.
+    pub fn messages(&mut self, queue: &str) -> usize {
+        for i in self.live() {
+            let out = self.nodes[i].ctl(
+                &[
+                    "-q",
+                    "list_queues",
+                    "name",
+                    "messages",
+                    "--no-table-headers",
+                ],
+                CTL_LIMIT,
+            );
+            let text = String::from_utf8_lossy(&out.stdout);
+            let count = text.lines().find_map(|line| {
+                let (name, n) = line.split_once('\t')?;
+                (name == queue).then(|| n.trim().parse().ok())?
+            });
+            if let Some(count) = count {
+                return count;
+            }
+        }
+        panic!("no running node lists {queue}");
+    }
+
     /// Members that are running and not frozen.
     fn live(&mut self) -> Vec<usize> {
         (0..self.nodes.len())
