@@ -12,9 +12,9 @@ use tokio::sync::mpsc;
 
 /// Logs that keep Warren's per-task lines and spans off (as in production
 /// with `WARREN_LOG=warn`) but still print the "serving … on http://ADDR"
-/// line, which is `info` in `warren::pool`: `WARREN_LOG=warn` alone hides it.
-pub const WARREN_LOG: &str =
-    "warn,warren::pool=info,warren::pool::worker=warn,warren::pool::settle=warn";
+/// line, which is `info` in `warren::app`: `WARREN_LOG=warn` alone hides it.
+pub const WARREN_LOG: &str = "warn,warren::app=info,warren::pool=info,warren::pool::worker=warn,\
+     warren::pool::settle=warn,warren::pool::copy=warn";
 
 /// Warren's line naming the health/metrics address.
 const SERVING: &str = "serving /livez /readyz /metrics on http://";
