@@ -476,7 +476,7 @@ fn a_minority_makes_warren_unready_and_it_resumes() {
 }
 
 #[test]
-fn a_retry_copy_without_a_confirm_holds_the_task_until_the_deadline_passes() {
+fn a_retry_copy_without_a_confirm_holds_the_task_then_gives_it_back() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let mut c = cluster::shared();
     let urls = c.urls();
@@ -536,6 +536,17 @@ fn a_retry_copy_without_a_confirm_holds_the_task_until_the_deadline_passes() {
         text(&out)
     );
 
+    // Past 10 × amqp.confirm_timeout (20 s here) the hold ends: the original
+    // goes back to the broker (nack, requeue) and comes again flagged
+    // redelivered; no worker slot waits forever on a confirm.
+    rt.block_on(w.wait_metric(
+        "warren_tasks_total{outcome=\"requeued\"}",
+        1.0,
+        Duration::from_secs(60),
+    ));
+    wait_until("attempt 1 redelivered after the hold", LIMIT, || {
+        deliveries(&rec)["c0 fail-once ."].len() >= 2
+    });
     c.thaw(2);
     // The unconfirmed publish may still be stored after the thaw (it was):
     // its TTL then sends it to the work queue like any retry.

@@ -45,6 +45,12 @@ fn copy_retry_delay(failures: u32) -> Duration {
     Duration::from_secs((1u64 << failures.clamp(1, 6).saturating_sub(1)).min(30))
 }
 
+/// How long a copy may stay held, in units of `amqp.confirm_timeout`, before
+/// the original is given back to the broker (nack with requeue). Long enough
+/// that a node restart or a lost majority ends first (no requeue loop); short
+/// enough that no worker slot waits forever on a broker that never answers.
+pub(super) const HOLD_LIMIT_TIMEOUTS: u32 = 10;
+
 /// Publishes a copy until the broker confirms it, holding the original
 /// unacked meanwhile. A copy refused now (`312 NO_ROUTE` while a queue's node
 /// is down, a nack) is published again after a pause: requeueing the
@@ -52,8 +58,9 @@ fn copy_retry_delay(failures: u32) -> Duration {
 /// quorum queue, burn its delivery limit. A confirm that misses
 /// `amqp.confirm_timeout` is not a refusal: the copy may still be stored (a
 /// queue regaining its majority), so Warren keeps waiting for that confirm
-/// rather than publish a duplicate. Gives up (`Err`) only when the pool
-/// drains or the channel is gone (then the broker redelivers the original).
+/// rather than publish a duplicate. Gives up (`Err`, and the caller requeues
+/// the original) when the pool drains, the channel is gone (then the broker
+/// redelivers the original), or the hold passes [`HOLD_LIMIT_TIMEOUTS`].
 pub(super) async fn confirmed_copy(
     ctx: &Context,
     channel: &Channel,
@@ -68,17 +75,20 @@ pub(super) async fn confirmed_copy(
     let metrics = &ctx.health.metrics;
     let mut held = Held::new(&metrics.copies_held);
     let mut refusals = 0;
+    let give_up_at =
+        tokio::time::Instant::now() + ctx.config.amqp.confirm_timeout * HOLD_LIMIT_TIMEOUTS;
     loop {
         let started = std::time::Instant::now();
         let outcome = match send(channel, queue, body, props.clone()).await {
-            Ok(confirm) => wait_confirm(ctx, queue, confirm, &mut held).await,
+            Ok(confirm) => wait_confirm(ctx, queue, confirm, &mut held, give_up_at).await,
             Err(e) => Err(format!("publish failed: {e}")),
         };
         metrics
             .publish_confirm
             .observe(started.elapsed().as_secs_f64());
         let Err(why) = outcome else { return Ok(()) };
-        if !channel.status().connected() || ctx.draining.is_cancelled() {
+        let out_of_time = tokio::time::Instant::now() >= give_up_at;
+        if out_of_time || !channel.status().connected() || ctx.draining.is_cancelled() {
             return Err(why);
         }
         refusals += 1;
@@ -90,7 +100,7 @@ pub(super) async fn confirmed_copy(
             pause.as_secs()
         );
         tokio::select! {
-            _ = tokio::time::sleep(pause) => {}
+            _ = tokio::time::sleep_until(give_up_at.min(tokio::time::Instant::now() + pause)) => {}
             _ = ctx.draining.cancelled() => return Err(why),
         }
     }
@@ -98,12 +108,14 @@ pub(super) async fn confirmed_copy(
 
 /// The broker's verdict on one copy. Past each `amqp.confirm_timeout` the
 /// copy counts as unconfirmed (the original stays held) and the wait goes on
-/// until the broker answers, the channel dies or the pool drains.
+/// until the broker answers, the channel dies, the pool drains or the hold
+/// reaches `give_up_at`.
 async fn wait_confirm(
     ctx: &Context,
     queue: &str,
     confirm: lapin::PublisherConfirm,
     held: &mut Held<'_>,
+    give_up_at: tokio::time::Instant,
 ) -> Result<(), String> {
     let limit = ctx.config.amqp.confirm_timeout;
     tokio::pin!(confirm);
@@ -129,6 +141,12 @@ async fn wait_confirm(
                 }
             }
             _ = ctx.draining.cancelled() => return Err("no confirm before the drain".into()),
+            _ = tokio::time::sleep_until(give_up_at) => {
+                return Err(format!(
+                    "no confirm after {} × amqp.confirm_timeout",
+                    HOLD_LIMIT_TIMEOUTS
+                ));
+            }
         }
     }
 }
