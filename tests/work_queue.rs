@@ -217,3 +217,65 @@ async fn a_task_finished_behind_a_slow_one_is_acked_and_the_slow_one_is_not() {
     assert!(back[0].delivery.redelivered);
     broker::cleanup(&url, &q).await;
 }
+
+/// 40 tasks of 200 ms for a `warren work` with concurrency 2 and `flags`; a
+/// second one (same settings) starts 0.5 s after the first took a task.
+/// The number of tasks each processed.
+async fn late_joiner(flags: &[&str]) -> (usize, usize) {
+    let url = shared_url();
+    let q = unique_queue("late_joiner");
+    let rec = Recorder::new();
+    // The whole backlog is there before the first one consumes (`warren
+    // publish` declares the queue and pipelines its confirms).
+    let file = tempfile::NamedTempFile::new().expect("temp file");
+    let bodies: Vec<String> = (0..40).map(|i| format!("task-{i}.\n")).collect();
+    std::fs::write(file.path(), bodies.concat()).expect("write the tasks");
+    let path = file.path().to_str().expect("utf-8 path");
+    let args = ["publish", "--amqp-url", &url, "--queue", &q, "--file", path];
+    let out = support::proc::run(&args, MIN);
+    assert!(out.status.success(), "{out:?}");
+    let mut all = vec!["--concurrency", "2"];
+    all.extend(flags);
+    let _first = work(&rec, "first", &q, ms(200), &all);
+    rec.wait_received("first", 1, MIN).await;
+    tokio::time::sleep(ms(500)).await;
+    let started = std::time::Instant::now();
+    let _second = work(&rec, "second", &q, ms(200), &all);
+    let done = || rec.record("first").done().len() + rec.record("second").done().len();
+    while done() < 40 {
+        assert!(started.elapsed() < MIN, "only {} of 40 tasks done", done());
+        tokio::time::sleep(ms(50)).await;
+    }
+    broker::cleanup(&url, &q).await;
+    let (first, second) = (rec.record("first").done(), rec.record("second").done());
+    let unique: BTreeSet<_> = first.iter().chain(&second).collect();
+    assert_eq!(unique.len(), 40, "every task done");
+    (first.len(), second.len())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pod_added_to_a_backlog_gets_work_at_once_with_default_prefetch() {
+    let (first, second) = late_joiner(&[]).await;
+    let share = second as f64 / (first + second) as f64;
+    println!(
+        "defaults (prefetch auto): first {first}, second {second}: the late one did {:.0}%",
+        share * 100.0
+    );
+    assert!(
+        share >= 0.3,
+        "the pod that joined late must take at least 30% of the backlog: {first} vs {second}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_a_large_pinned_prefetch_the_first_pod_hoards_the_backlog() {
+    let (first, second) = late_joiner(&["--prefetch", "1000"]).await;
+    let share = second as f64 / (first + second) as f64;
+    println!(
+        "--prefetch 1000: first {first}, second {second}: the late one did {:.0}%",
+        share * 100.0
+    );
+    // The first pod took every task when it subscribed: nothing was left
+    // in the queue for the second one.
+    assert_eq!(second, 0, "first {first} vs second {second}");
+}

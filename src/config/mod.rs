@@ -153,8 +153,12 @@ impl Default for QueueConfig {
 pub struct PoolConfig {
     /// Tasks processed at once by this process (async workers).
     pub concurrency: u32,
-    /// basic_qos prefetch; `auto` = concurrency (fair dispatch across pods).
+    /// basic_qos prefetch; `auto` starts at concurrency (fair dispatch
+    /// across pods) and adapts to task and round-trip times; a number pins it.
     pub prefetch: Prefetch,
+    /// The ceiling of adaptive prefetch: at most this many deliveries
+    /// buffered (memory, and tasks other pods cannot take).
+    pub prefetch_max: u32,
     /// A handler running longer than this is abandoned and the task retried.
     #[serde(with = "duration::single")]
     pub handler_timeout: Duration,
@@ -172,6 +176,7 @@ impl Default for PoolConfig {
         PoolConfig {
             concurrency: 8,
             prefetch: Prefetch::Auto,
+            prefetch_max: 1000,
             handler_timeout: Duration::from_secs(600),
             shutdown_timeout: Duration::from_secs(25),
             max_body_bytes: 64 * 1024 * 1024,
@@ -180,7 +185,7 @@ impl Default for PoolConfig {
 }
 
 impl PoolConfig {
-    /// The prefetch count sent with basic_qos.
+    /// The prefetch count a consumer starts with (`auto`: the concurrency).
     pub fn effective_prefetch(&self) -> u16 {
         let count = match self.prefetch {
             Prefetch::Auto => self.concurrency,

@@ -168,6 +168,28 @@ fn validation_names_the_key_and_the_fix() {
     assert_eq!(warnings.len(), 1);
     assert!(warnings[0].contains("pool.prefetch (2) is below pool.concurrency (4)"));
 
+    for bad in ["0", "70000"] {
+        let err = check(&[("--prefetch-max", bad)]).unwrap_err().to_string();
+        assert!(
+            err.contains("pool.prefetch_max") && err.contains("65535"),
+            "{err}"
+        );
+    }
+    let err = check(&[("--prefetch-max", "10"), ("--concurrency", "20")])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("pool.prefetch_max") && err.contains("at least 20"),
+        "{err}"
+    );
+    // A pinned prefetch has no ceiling to respect.
+    let pinned = [
+        ("--prefetch-max", "10"),
+        ("--concurrency", "20"),
+        ("--prefetch", "40"),
+    ];
+    assert!(check(&pinned).unwrap().is_empty());
+
     let err = check(&[("--amqp-url", "http://guest:hunter2@host/")])
         .unwrap_err()
         .to_string();

@@ -72,6 +72,25 @@ impl Config {
                 ));
             }
         }
+        if pool.prefetch_max == 0 || pool.prefetch_max > u32::from(u16::MAX) {
+            return Err(Error::config(
+                "pool.prefetch_max",
+                format!(
+                    "must be between pool.concurrency and 65535 (AMQP basic.qos is 16-bit), got {}",
+                    pool.prefetch_max
+                ),
+            ));
+        }
+        if pool.prefetch == Prefetch::Auto && pool.prefetch_max < pool.concurrency {
+            return Err(Error::config(
+                "pool.prefetch_max",
+                format!(
+                    "{} is below pool.concurrency ({}): adaptive prefetch never goes below the concurrency; \
+                     raise pool.prefetch_max (--prefetch-max) to at least {} or pin pool.prefetch",
+                    pool.prefetch_max, pool.concurrency, pool.concurrency
+                ),
+            ));
+        }
         if pool.max_body_bytes == 0 {
             return Err(Error::config(
                 "pool.max_body_bytes",

@@ -7,7 +7,6 @@ use super::Context;
 use super::session::Session;
 use crate::health::Phase;
 use crate::metrics::Disposition;
-use futures_lite::StreamExt;
 use lapin::options::{BasicCancelOptions, BasicNackOptions};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -22,7 +21,7 @@ const ABANDON_GRACE: Duration = Duration::from_secs(5);
 pub(super) async fn drain(ctx: &Context, mut session: Session, tracker: &TaskTracker) {
     ctx.health.set_phase(Phase::Draining);
     ctx.draining.cancel();
-    let tag = session.consumer.tag();
+    let tag = session.feed.tag();
     info!(
         in_flight = ctx.health.in_flight(),
         "draining: cancelling the consumer"
@@ -36,9 +35,10 @@ pub(super) async fn drain(ctx: &Context, mut session: Session, tracker: &TaskTra
     }
     let mut requeued = 0usize;
     // After cancel-ok the stream ends; whatever it yields first was prefetched
-    // but never started: give it back at once so another pod takes it now.
+    // but never started (including what consumers replaced by a prefetch
+    // change still hold): give it back at once so another pod takes it now.
     while let Ok(Some(next)) =
-        tokio::time::timeout(Duration::from_secs(5), session.consumer.next()).await
+        tokio::time::timeout(Duration::from_secs(5), session.feed.next()).await
     {
         if let Ok(delivery) = next {
             let requeue = BasicNackOptions {

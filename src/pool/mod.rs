@@ -10,6 +10,8 @@
 //!   never acking the original before a copy is confirmed.
 //! - [`copy`] publishes a retry or dead-letter copy until it is stored.
 //! - [`acks`] coalesces acks; [`slots`] numbers the workers.
+//! - [`prefetch`] tunes `pool.prefetch: auto` while the pool runs; [`feed`]
+//!   replaces the consumer when it changes.
 //!
 //! The pool depends on config, amqp, handler and health only. It reports
 //! through [`Health`], and with each connection it opens a spare channel that
@@ -19,6 +21,8 @@
 mod acks;
 mod copy;
 mod drain;
+mod feed;
+mod prefetch;
 mod session;
 mod settle;
 mod slots;
@@ -52,6 +56,8 @@ struct Context {
     /// sessions. Not the consuming channel: an observer's failed passive
     /// declare closes the channel it ran on.
     observer_channel: watch::Sender<Option<Channel>>,
+    /// Handler times, for adaptive prefetch.
+    clock: prefetch::TaskClock,
 }
 
 /// A configured pool, not yet running.
@@ -72,6 +78,7 @@ impl Pool {
                 config,
                 health,
                 observer_channel,
+                clock: prefetch::TaskClock::default(),
             }),
         }
     }

@@ -4,12 +4,15 @@
 
 use super::Context;
 use super::acks::Acks;
+use super::feed::{Feed, set_qos};
 use crate::amqp::{self, publish, topology, within};
 use crate::error::{Error, Result};
 use crate::health::Phase;
-use lapin::options::{BasicConsumeOptions, BasicQosOptions};
+use lapin::options::BasicConsumeOptions;
 use lapin::types::FieldTable;
 use lapin::{Channel, Connection, Consumer};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -21,7 +24,9 @@ pub(super) struct Session {
     /// Deliveries arrive, are acked and copies are published (with
     /// confirms) on this one channel.
     pub(super) channel: Channel,
-    pub(super) consumer: Consumer,
+    pub(super) feed: Feed,
+    /// The `basic.qos` round trip measured at the start.
+    pub(super) round_trip: Duration,
     /// This channel's ack batcher (see `acks.rs`) and its task.
     pub(super) acks: Acks,
     /// Cancelled when the queue-depth poller finds the queue stalled for long.
@@ -47,13 +52,14 @@ impl Session {
         let name = format!("warren work {}/{pid}", ctx.worker_name);
         let (conn, node) = amqp::connect(&ctx.config.amqp, &name).await?;
         match start_consuming(ctx, &conn, &node).await {
-            Ok((channel, consumer)) => {
+            Ok((channel, consumer, round_trip)) => {
                 let (acks, batcher) = Acks::spawn(ctx.health.metrics.acks_failed.clone());
                 Ok(Session {
                     conn,
                     node,
                     channel,
-                    consumer,
+                    feed: Feed::new(consumer),
+                    round_trip,
                     acks,
                     stalled: ctx.health.arm_reconnect(),
                     batcher,
@@ -93,7 +99,7 @@ impl Session {
             }
             match self.consume_again(ctx).await {
                 Ok(consumer) => {
-                    self.consumer = consumer;
+                    self.feed.resume(consumer);
                     ctx.health.set_phase(Phase::Consuming);
                     info!("consuming from '{queue}' again");
                     return Ok(());
@@ -132,7 +138,7 @@ async fn start_consuming(
     ctx: &Context,
     conn: &Connection,
     node: &str,
-) -> Result<(Channel, Consumer)> {
+) -> Result<(Channel, Consumer, Duration)> {
     let limit = ctx.config.amqp.connect_timeout;
     let channel = amqp::open_channel(conn, limit).await?;
     let ready = within(
@@ -142,13 +148,7 @@ async fn start_consuming(
     )
     .await?;
     let prefetch = ctx.config.pool.effective_prefetch();
-    within(limit, "setting basic_qos", async {
-        channel
-            .basic_qos(prefetch, BasicQosOptions::default())
-            .await
-            .map_err(|e| Error::amqp("setting basic_qos prefetch", e))
-    })
-    .await?;
+    let round_trip = within(limit, "setting basic_qos", set_qos(&channel, prefetch)).await?;
     // Retry and dead-letter copies are published on this same channel and
     // must be confirmed before the original is acked.
     within(
@@ -167,12 +167,16 @@ async fn start_consuming(
         ready,
         "consuming from '{queue}' on {node} with {workers} workers, prefetch {prefetch}; {ready} tasks waiting",
     );
-    Ok((channel, consumer))
+    Ok((channel, consumer, round_trip))
 }
 
-async fn basic_consume(ctx: &Context, channel: &Channel) -> Result<Consumer> {
+/// Starts a consumer on `channel`. Each gets its own tag: a consumer
+/// replaced by a prefetch change may still hold deliveries under the old one.
+pub(super) async fn basic_consume(ctx: &Context, channel: &Channel) -> Result<Consumer> {
+    static SERIAL: AtomicU64 = AtomicU64::new(1);
     let queue = &ctx.topo.queue;
-    let tag = format!("warren.{}.{}", ctx.worker_name, std::process::id());
+    let serial = SERIAL.fetch_add(1, Ordering::Relaxed);
+    let tag = format!("warren.{}.{}.{serial}", ctx.worker_name, std::process::id());
     channel
         .basic_consume(
             queue.as_str().into(),

@@ -1,14 +1,16 @@
 //! The supervisor: connect → declare → consume → (lost: reconnect) → drain.
 
 use super::acks::Ticket;
+use super::feed::retune;
+use super::prefetch::{TICK, Tuner};
 use super::session::{End, Session};
 use super::settle::Unsettled;
 use super::slots::Slots;
 use super::{Context, drain, worker};
+use crate::config::Prefetch;
 use crate::error::{Error, Result};
 use crate::handler::{Handler, Task};
 use crate::health::Phase;
-use futures_lite::StreamExt;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -29,21 +31,24 @@ pub(super) async fn supervise<H: Handler>(
     metrics
         .prefetch
         .set(ctx.config.pool.effective_prefetch().into());
+    let mut tuner = tuner(&ctx);
     let mut failures: u32 = 0;
     while let Some(mut session) = connect(&ctx, &*handler, &shutdown, &mut failures).await? {
+        if let Some(tuner) = &mut tuner {
+            tuner.restart(session.round_trip, std::time::Instant::now());
+            metrics.prefetch.set(tuner.current().into());
+        }
         ctx.health.set_node(Some(session.node.clone()));
         ctx.health.set_phase(Phase::Consuming);
         ctx.observer_channel
             .send_replace(session.conn.create_channel().await.ok());
-        let end = consume_resubscribing(
-            &ctx,
-            &handler,
-            &mut session,
-            &mut slots,
-            &tracker,
-            &shutdown,
-        )
-        .await;
+        let mut run = Run {
+            slots: &mut slots,
+            tracker: &tracker,
+            shutdown: &shutdown,
+            tuner: tuner.as_mut(),
+        };
+        let end = consume_resubscribing(&ctx, &handler, &mut session, &mut run).await;
         ctx.observer_channel.send_replace(None);
         let reason = match end {
             End::Shutdown => {
@@ -73,6 +78,15 @@ pub(super) async fn supervise<H: Handler>(
     ctx.health.set_phase(Phase::Draining);
     drain::wait_in_flight(&ctx, &tracker).await;
     Ok(())
+}
+
+/// Adaptive prefetch for `pool.prefetch: auto`; None when it is pinned.
+fn tuner(ctx: &Context) -> Option<Tuner> {
+    let pool = &ctx.config.pool;
+    (pool.prefetch == Prefetch::Auto).then(|| {
+        let max = pool.prefetch_max.min(u32::from(u16::MAX)) as u16;
+        Tuner::new(pool.effective_prefetch(), max, std::time::Instant::now())
+    })
 }
 
 /// Waits for the handler, then opens a session, retrying with backoff.
@@ -157,54 +171,72 @@ fn is_permanent(e: &Error) -> bool {
     )
 }
 
+/// What the dispatcher works with besides the session, for the whole run.
+struct Run<'a> {
+    slots: &'a mut Slots,
+    tracker: &'a TaskTracker,
+    shutdown: &'a CancellationToken,
+    /// Adaptive prefetch; None when `pool.prefetch` is pinned.
+    tuner: Option<&'a mut Tuner>,
+}
+
 /// [`consume`], resubscribing whenever the broker cancels the consumer.
 async fn consume_resubscribing<H: Handler>(
     ctx: &Arc<Context>,
     handler: &Arc<H>,
     session: &mut Session,
-    slots: &mut Slots,
-    tracker: &TaskTracker,
-    shutdown: &CancellationToken,
+    run: &mut Run<'_>,
 ) -> End {
     loop {
-        let end = consume(ctx, handler, session, slots, tracker, shutdown).await;
+        let end = consume(ctx, handler, session, run).await;
         if !matches!(end, End::Cancelled) {
             return end;
         }
-        if let Err(end) = session.resubscribe(ctx, shutdown).await {
+        if let Err(end) = session.resubscribe(ctx, run.shutdown).await {
             return end;
         }
     }
 }
 
-/// The dispatcher: a free worker first, then a delivery for it.
+/// The dispatcher: a free worker first, then a delivery for it; between
+/// them, adaptive prefetch's ticks.
 async fn consume<H: Handler>(
     ctx: &Arc<Context>,
     handler: &Arc<H>,
     session: &mut Session,
-    slots: &mut Slots,
-    tracker: &TaskTracker,
-    shutdown: &CancellationToken,
+    run: &mut Run<'_>,
 ) -> End {
     // One registration with each token for the whole session, not two per task.
-    let cancelled = shutdown.cancelled();
+    let cancelled = run.shutdown.cancelled();
     let stalled = session.stalled.clone();
     let stalled = stalled.cancelled();
     tokio::pin!(cancelled, stalled);
     let stalled_end = || End::Lost(ctx.health.reconnect_reason().unwrap_or_default());
+    let mut tick = tokio::time::interval(TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let tuning = run.tuner.is_some();
+    let mut slot = None;
     loop {
-        let slot = tokio::select! {
-            biased;
-            _ = &mut cancelled => return End::Shutdown,
-            _ = &mut stalled => return stalled_end(),
-            slot = slots.take() => slot,
-        };
         let next = tokio::select! {
             biased;
             _ = &mut cancelled => return End::Shutdown,
             _ = &mut stalled => return stalled_end(),
-            next = session.consumer.next() => next,
+            _ = tick.tick(), if tuning => {
+                let tuner = run.tuner.as_deref_mut().expect("tuning");
+                if let Err(end) = retune(ctx, &session.channel, &mut session.feed, tuner).await {
+                    return end;
+                }
+                continue;
+            }
+            taken = run.slots.take(), if slot.is_none() => {
+                slot = Some(taken);
+                continue;
+            }
+            next = session.feed.next(), if slot.is_some() => next,
         };
+        let slot = slot
+            .take()
+            .expect("a delivery is awaited only with a free slot");
         match next {
             Some(Ok(mut delivery)) => {
                 ctx.health.metrics.deliveries.inc();
@@ -212,7 +244,7 @@ async fn consume<H: Handler>(
                 let ticket = Ticket::issue(&session.acks, delivery.delivery_tag, delivery.acker);
                 let unsettled =
                     Unsettled::new(ticket, session.channel.clone(), delivery.properties);
-                tracker.spawn(worker::process(
+                run.tracker.spawn(worker::process(
                     ctx.clone(),
                     handler.clone(),
                     task,

@@ -66,7 +66,9 @@ async fn run<H: Handler>(ctx: &Context, handler: &H, task: &Task) -> Option<Outc
     let guarded = run_guarded(handler, task, pool.handler_timeout, &metrics.handler_panics);
     tokio::select! {
         outcome = guarded => {
-            metrics.observe_task(started.elapsed());
+            let took = started.elapsed();
+            metrics.observe_task(took);
+            ctx.clock.record(took);
             Some(outcome)
         }
         _ = ctx.hard_stop.cancelled() => None,
