@@ -216,8 +216,12 @@ fn scenarios(quick: bool) -> Vec<Scenario> {
             contenders: vec![
                 limit("raw lapin, prefetch 1000", raw(1000, 0)),
                 (
-                    "warren, defaults (c 8, prefetch 8)".into(),
+                    "warren, defaults (c 8, prefetch auto)".into(),
                     Contender::Warren(noop.clone()),
+                ),
+                (
+                    "warren --concurrency 200 --prefetch 1000".into(),
+                    Contender::Warren(with(&["--concurrency", "200", "--prefetch", "1000"])),
                 ),
                 (
                     "warren --prefetch 1000 (c 8)".into(),

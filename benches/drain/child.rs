@@ -10,12 +10,6 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
 
-/// Logs that keep Warren's per-task lines and spans off (as in production
-/// with `WARREN_LOG=warn`) but still print the "serving … on http://ADDR"
-/// line, which is `info` in `warren::app`: `WARREN_LOG=warn` alone hides it.
-pub const WARREN_LOG: &str = "warn,warren::app=info,warren::pool=info,warren::pool::worker=warn,\
-     warren::pool::settle=warn,warren::pool::copy=warn";
-
 /// Warren's line naming the health/metrics address.
 const SERVING: &str = "serving /livez /readyz /metrics on http://";
 
@@ -130,8 +124,8 @@ pub fn warren_command(bin: &Path, args: &[String]) -> std::process::Command {
             cmd.env_remove(name.as_ref());
         }
     }
-    cmd.env("WARREN_LOG_FORMAT", "text")
-        .env("WARREN_LOG", WARREN_LOG);
+    // Default logging, as users run it: `info`, JSON (stderr is a pipe here,
+    // as under Kubernetes, where the container runtime reads it).
     cmd
 }
 
@@ -147,8 +141,9 @@ impl Warren {
     pub async fn start(bin: &Path, args: &[String]) -> Result<Warren> {
         let mut proc = Proc::spawn(warren_command(bin, args).into(), true)?;
         let (_, line) = proc.line_with(SERVING, Duration::from_secs(10)).await?;
+        // Text or JSON: the address ends at a space or a quote.
         let addr = line[line.find(SERVING).expect("matched") + SERVING.len()..]
-            .split_whitespace()
+            .split(|c: char| c.is_whitespace() || c == '"')
             .next()
             .unwrap_or_default()
             .trim_end_matches('/')
