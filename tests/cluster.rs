@@ -352,10 +352,29 @@ fn node_in_use(c: &Cluster, w: &Warren) -> Option<usize> {
 }
 
 /// Waits (polling, up to `limit`) until `check` holds.
-fn wait_until(what: &str, limit: Duration, mut check: impl FnMut() -> bool) -> Duration {
+fn wait_until(what: &str, limit: Duration, check: impl FnMut() -> bool) -> Duration {
+    wait_or(what, limit, check, String::new)
+}
+
+/// [`wait_until`], and on a timeout the last log lines of `w` go into the
+/// failure message: a CI failure must say what Warren was doing.
+fn wait_logging(what: &str, limit: Duration, w: &Warren, check: impl FnMut() -> bool) {
+    wait_or(what, limit, check, || {
+        let lines = w.lines();
+        let tail = &lines[lines.len().saturating_sub(80)..];
+        format!("; the last log lines:\n{}", tail.join("\n"))
+    });
+}
+
+fn wait_or(
+    what: &str,
+    limit: Duration,
+    mut check: impl FnMut() -> bool,
+    context: impl Fn() -> String,
+) -> Duration {
     let started = Instant::now();
     while !check() {
-        assert!(started.elapsed() < limit, "timed out: {what}");
+        assert!(started.elapsed() < limit, "timed out: {what}{}", context());
         std::thread::sleep(Duration::from_millis(100));
     }
     started.elapsed()
@@ -489,9 +508,14 @@ fn a_retry_copy_without_a_confirm_holds_the_task_then_gives_it_back() {
     let tier = format!("{q}.retry.1s");
     c.only_on(&tier, 2);
     c.freeze(2);
+    let frozen_at = Instant::now();
     let rec = Recorder::new();
     let mut flags = cluster_flags(&two, "2");
-    flags.extend(["--confirm-timeout", "2s"].map(String::from));
+    // 1 s: the hold limit (10 × 1 s) ends well within the 45–75 s the
+    // others take to declare node 2 down (net_ticktime 60 s). A longer freeze
+    // turns the thaw into an autoheal restart of node 2, and every hold
+    // meanwhile ends in a requeue that counts toward the delivery limit.
+    flags.extend(["--confirm-timeout", "1s"].map(String::from));
     let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
     let w = rec.work("w", &two, &q, Duration::from_millis(10), &flags);
     rt.block_on(w.wait_metric(
@@ -536,7 +560,7 @@ fn a_retry_copy_without_a_confirm_holds_the_task_then_gives_it_back() {
         text(&out)
     );
 
-    // Past 10 × amqp.confirm_timeout (20 s here) the hold ends: the original
+    // Past 10 × amqp.confirm_timeout (10 s here) the hold ends: the original
     // goes back to the broker (nack, requeue) and comes again flagged
     // redelivered; no worker slot waits forever on a confirm.
     rt.block_on(w.wait_metric(
@@ -544,15 +568,25 @@ fn a_retry_copy_without_a_confirm_holds_the_task_then_gives_it_back() {
         1.0,
         Duration::from_secs(60),
     ));
-    wait_until("attempt 1 redelivered after the hold", LIMIT, || {
+    wait_logging("attempt 1 redelivered after the hold", LIMIT, &w, || {
         deliveries(&rec)["c0 fail-once ."].len() >= 2
     });
     c.thaw(2);
+    eprintln!("node 2 thawed after {:?}", frozen_at.elapsed());
     // The unconfirmed publish may still be stored after the thaw (it was):
-    // its TTL then sends it to the work queue like any retry.
-    wait_until("attempt 2 done", LIMIT, || {
-        deliveries(&rec)["c0 fail-once ."].iter().any(|d| d.done)
+    // its TTL then sends it to the work queue like any retry. A task the
+    // broker dead-lettered (delivery limit reached) ends the wait early.
+    let dead = format!("{q}.dead");
+    wait_logging("attempt 2 done", LIMIT, &w, || {
+        let done = deliveries(&rec)["c0 fail-once ."].iter().any(|d| d.done);
+        done || c.messages(&dead) > 0
     });
+    assert_eq!(
+        c.messages(&dead),
+        0,
+        "the broker dead-lettered the task (delivery limit): {:?}",
+        deliveries(&rec)
+    );
     let all = deliveries(&rec);
     eprintln!(
         "warren publish during the freeze: not confirmed, exit {:?}; stored later: {}",
