@@ -1,4 +1,4 @@
-//! The command-line surface: `warren work | publish | status | config check`.
+//! The command-line surface: `warren work | publish | status | dead … | config check`.
 //!
 //! The config flags are generated from the key table
 //! ([`config::flags`]) and their text is merged into
@@ -17,6 +17,8 @@ use std::io::{BufRead, Write};
 use std::path::PathBuf;
 use tokio_util::sync::CancellationToken;
 
+pub mod dead;
+
 /// Warren: a RabbitMQ work-queue worker pool.
 #[derive(Debug, Parser)]
 #[command(name = "warren", version, about, propagate_version = true)]
@@ -34,6 +36,9 @@ pub enum Command {
     Publish(PublishArgs),
     /// Show ready/unacked messages and consumers of the queues.
     Status(StatusArgs),
+    /// Inspect, replay, purge or export the dead-letter queue.
+    #[command(subcommand)]
+    Dead(dead::DeadCommand),
     /// Inspect the configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -127,6 +132,7 @@ pub async fn run(cli: Cli, shutdown: CancellationToken) -> Result<()> {
                 .await
         }
         Command::Publish(args) => run_publish(args).await,
+        Command::Dead(command) => dead::run(command, shutdown).await,
         Command::Status(args) => {
             let config = args.common.load(args.keys.layers())?.config;
             let rows = status::queue_status(&config).await?;

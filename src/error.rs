@@ -90,6 +90,19 @@ pub enum Error {
         source: lapin::Error,
     },
 
+    /// `warren dead`: the dead-letter queue is missing, is not one, or a
+    /// pass over it had to stop.
+    #[error("dead-letter queue '{queue}' {problem}; {fix}")]
+    DeadQueue {
+        queue: String,
+        problem: String,
+        fix: String,
+    },
+
+    /// A command-line value that no config key covers is invalid.
+    #[error("invalid {flag}: {message}")]
+    Usage { flag: String, message: String },
+
     /// Local I/O (reading a task file, stdin) failed.
     #[error("{context}: {source}")]
     Io {

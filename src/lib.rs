@@ -15,11 +15,13 @@
 //!   publishing with confirms.
 //! - [`pool`]: supervisor → workers → settle (ack / retry / dead-letter).
 //! - [`handler`]: the [`Handler`] trait, [`Task`], [`Outcome`] and the built-in handlers.
+//! - [`headers`]: the names of the `x-warren-*` AMQP headers.
 //! - [`health`]: phase, readiness and the [`metrics`] every part reports into.
 //! - [`server`]: /livez, /readyz and /metrics over the health.
 //! - [`queue_depth`]: polled queue depths for the dashboard.
 //! - [`pod_cost`]: this pod's pod-deletion-cost, so scale-down removes idle pods first.
 //! - [`redact`]: URL parsing and password redaction, used by every part that prints a URL.
+//! - [`dead`]: `warren dead …`, the dead-letter queue for operators.
 //! - [`status`]: the `warren status` queue report.
 //! - [`shutdown`]: SIGTERM / ctrl-c → a [`CancellationToken`].
 //! - [`telemetry`]: log output (text or JSON), task spans, OTLP traces.
@@ -46,8 +48,10 @@ pub mod app;
 pub mod cli;
 pub mod config;
 mod crypto;
+pub mod dead;
 pub mod error;
 pub mod handler;
+pub mod headers;
 pub mod health;
 pub mod metrics;
 pub mod pod_cost;

@@ -54,6 +54,9 @@ pub struct Metrics {
     pub tasks: IntCounterVec,
     /// `tasks` per [`Disposition`] value, in declaration order (no label lookup on the hot path).
     outcomes: [IntCounter; 4],
+    /// The same, for tasks that arrived with `x-warren-replayed` (sent back
+    /// by `warren dead replay`): did the replay work, or is it failing again?
+    replayed: [IntCounter; 4],
     /// Handler run time, 1 ms … 1 h.
     pub task_duration: Histogram,
     /// This process's unacked deliveries being worked on (the dashboard sums it).
@@ -115,12 +118,13 @@ impl Metrics {
     pub fn new() -> Self {
         let r = Registrar(Registry::new());
         r.build_info();
-        let tasks = r.by_outcome("warren_tasks_total", "Deliveries settled, by outcome.");
+        let (tasks, outcomes, replayed) = r.outcomes();
         let (queue_ready, queue_consumers) = r.queue_gauges();
         let (pod_deletion_cost, pod_deletion_cost_errors) = r.pod_cost();
         let (copies_unconfirmed, copies_held) = r.copies();
         Metrics {
-            outcomes: Disposition::ALL.map(|how| tasks.with_label_values(&[how.label()])),
+            outcomes,
+            replayed,
             tasks,
             task_duration: r.histogram(
                 "warren_task_duration_seconds",
@@ -175,6 +179,11 @@ impl Metrics {
     /// Counts a delivery's disposition (label handles resolved once, not per task).
     pub fn count(&self, how: Disposition) {
         self.outcomes[how as usize].inc();
+    }
+
+    /// Counts the disposition of a task `warren dead replay` sent back.
+    pub fn count_replayed(&self, how: Disposition) {
+        self.replayed[how as usize].inc();
     }
 
     /// Counts a delivery in `warren_tasks_in_flight` until the guard drops,
@@ -233,6 +242,20 @@ impl Registrar {
 
     fn by_outcome(&self, name: &str, help: &str) -> IntCounterVec {
         self.add(IntCounterVec::new(Opts::new(name, help), &["outcome"]))
+    }
+
+    /// `warren_tasks_total`, and a handle per outcome of it and of
+    /// `warren_replayed_tasks_total` (label lookups done once, here).
+    fn outcomes(&self) -> (IntCounterVec, [IntCounter; 4], [IntCounter; 4]) {
+        let tasks = self.by_outcome("warren_tasks_total", "Deliveries settled, by outcome.");
+        let replayed = self.by_outcome(
+            "warren_replayed_tasks_total",
+            "Replayed dead letters (x-warren-replayed) settled, by outcome.",
+        );
+        let handles =
+            |vec: &IntCounterVec| Disposition::ALL.map(|how| vec.with_label_values(&[how.label()]));
+        let (outcomes, replayed) = (handles(&tasks), handles(&replayed));
+        (tasks, outcomes, replayed)
     }
 
     /// Ready messages and consumers per queue, polled by `queue_depth`.

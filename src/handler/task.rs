@@ -3,8 +3,7 @@
 use lapin::message::Delivery;
 use lapin::types::{AMQPValue, FieldTable, ShortString};
 
-/// The header carrying the attempt number across retries (1 = first try).
-pub const ATTEMPT_HEADER: &str = "x-warren-attempt";
+use crate::headers::ATTEMPT as ATTEMPT_HEADER;
 
 /// A delivery's payload and metadata, independent of AMQP plumbing.
 #[derive(Debug, Clone, Default)]
@@ -76,7 +75,8 @@ impl Task {
     }
 }
 
-fn table_json(table: &FieldTable) -> serde_json::Value {
+/// AMQP headers as JSON (lossy for non-UTF-8 strings; timestamps as seconds).
+pub fn table_json(table: &FieldTable) -> serde_json::Value {
     let map = table
         .inner()
         .iter()

@@ -8,18 +8,17 @@ use super::acks::Ticket;
 use super::copy::confirmed_copy;
 use crate::amqp::publish::PERSISTENT;
 use crate::amqp::topology::Topology;
-use crate::handler::task::ATTEMPT_HEADER;
 use crate::handler::{Outcome, Task};
+use crate::headers::{
+    ATTEMPT, ATTEMPTS, FIRST_FAILURE, LAST_ERROR, LAST_FAILURE, ORIGINAL_QUEUE,
+    ORIGINAL_ROUTING_KEY, REASON, WORKER,
+};
 use crate::metrics::Disposition;
 use lapin::Channel;
 use lapin::protocol::BasicProperties;
 use lapin::types::{AMQPValue, FieldTable};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tracing::{error, info, warn};
-
-/// Headers Warren writes on copies (documented in docs/reliability.md).
-pub const FIRST_FAILURE: &str = "x-warren-first-failure";
-pub const LAST_ERROR: &str = "x-warren-last-error";
 
 /// A delivery the pool holds unacked. The methods below are the only ways it
 /// leaves the pool, and each consumes it, so none is settled twice.
@@ -180,22 +179,16 @@ fn dead_letter_headers(task: &Task, reason: &str, worker: &str) -> FieldTable {
     let now = now_secs();
     let first = task.headers.inner().get(FIRST_FAILURE).cloned();
     let text = |s: &str| AMQPValue::LongString(s.into());
-    headers.insert("x-warren-reason".into(), text(&truncate(reason, 4096)));
-    headers.insert(
-        "x-warren-attempts".into(),
-        AMQPValue::LongLongInt(task.attempt.into()),
-    );
+    headers.insert(REASON.into(), text(&truncate(reason, 4096)));
+    headers.insert(ATTEMPTS.into(), AMQPValue::LongLongInt(task.attempt.into()));
     headers.insert(
         FIRST_FAILURE.into(),
         first.unwrap_or(AMQPValue::Timestamp(now)),
     );
-    headers.insert("x-warren-last-failure".into(), AMQPValue::Timestamp(now));
-    headers.insert("x-warren-worker".into(), text(worker));
-    headers.insert("x-warren-original-queue".into(), text(&task.queue));
-    headers.insert(
-        "x-warren-original-routing-key".into(),
-        text(&task.routing_key),
-    );
+    headers.insert(LAST_FAILURE.into(), AMQPValue::Timestamp(now));
+    headers.insert(WORKER.into(), text(worker));
+    headers.insert(ORIGINAL_QUEUE.into(), text(&task.queue));
+    headers.insert(ORIGINAL_ROUTING_KEY.into(), text(&task.routing_key));
     headers
 }
 
@@ -203,7 +196,7 @@ fn dead_letter_headers(task: &Task, reason: &str, worker: &str) -> FieldTable {
 fn retry_headers(task: &Task, reason: &str) -> FieldTable {
     let mut headers = task.headers.clone();
     let next = i64::from(task.attempt.saturating_add(1));
-    headers.insert(ATTEMPT_HEADER.into(), AMQPValue::LongLongInt(next));
+    headers.insert(ATTEMPT.into(), AMQPValue::LongLongInt(next));
     if !headers.contains_key(FIRST_FAILURE) {
         headers.insert(FIRST_FAILURE.into(), AMQPValue::Timestamp(now_secs()));
     }

@@ -44,7 +44,11 @@ pub(super) async fn process<H: Handler>(
         // now, so waiting for the ack (or a copy's confirm) never holds up
         // new work. Unsettled deliveries stay bounded by the prefetch count.
         drop(slot);
-        metrics.count(delivery.settle(&ctx, &task, outcome).await);
+        let how = delivery.settle(&ctx, &task, outcome).await;
+        metrics.count(how);
+        if task.headers.contains_key(crate::headers::REPLAYED) {
+            metrics.count_replayed(how);
+        }
     }
     .instrument(span)
     .await;
