@@ -234,7 +234,10 @@ SCALED_OBJECT = crd("keda.sh/v1alpha1", "ScaledObject", {
         "idleReplicaCount": INT32,
         "minReplicaCount": INT32,
         "maxReplicaCount": INT32,
-        "fallback": {"type": "object", "required": ["failureThreshold", "replicas"]},
+        "fallback": {"type": "object", "additionalProperties": False, "required": ["failureThreshold", "replicas"],
+                     "properties": {"failureThreshold": INT32, "replicas": INT32,
+                                    "behavior": {"enum": ["static", "currentReplicas", "currentReplicasIfHigher",
+                                                          "currentReplicasIfLower"]}}},
         "advanced": {
             "type": "object", "additionalProperties": False,
             "properties": {
@@ -258,8 +261,44 @@ SCALED_OBJECT = crd("keda.sh/v1alpha1", "ScaledObject", {
             }}},
     },
 })
+TRIGGER_AUTHENTICATION = crd("keda.sh/v1alpha1", "TriggerAuthentication", {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "secretTargetRef": {"type": "array", "minItems": 1, "items": {
+            "type": "object", "additionalProperties": False, "required": ["parameter", "name", "key"],
+            "properties": {"parameter": {"type": "string"}, "name": {"type": "string"}, "key": {"type": "string"}}}},
+        "env": {"type": "array"},
+        "podIdentity": ANY_OBJECT,
+        "hashiCorpVault": ANY_OBJECT,
+    },
+})
+# cilium.io/v2 CiliumNetworkPolicy, the part the chart writes (egress to entities on ports).
+CILIUM_ENTITIES = ["all", "world", "cluster", "host", "remote-node", "kube-apiserver", "ingress", "health",
+                   "init", "unmanaged", "none"]
+CILIUM_NETWORK_POLICY = crd("cilium.io/v2", "CiliumNetworkPolicy", {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["endpointSelector"],
+    "properties": {
+        "endpointSelector": LABEL_SELECTOR,
+        "egress": {"type": "array", "items": {
+            "type": "object", "additionalProperties": False,
+            "properties": {
+                "toEntities": {"type": "array", "minItems": 1, "items": {"enum": CILIUM_ENTITIES}},
+                "toPorts": {"type": "array", "items": {
+                    "type": "object", "additionalProperties": False,
+                    "properties": {"ports": {"type": "array", "items": {
+                        "type": "object", "additionalProperties": False, "required": ["port"],
+                        "properties": {"port": {"type": "string", "pattern": "^[0-9]{1,5}$"},
+                                       "protocol": {"enum": ["TCP", "UDP", "SCTP", "ANY"]}}}}}}},
+            }}},
+    },
+})
 CRD_SCHEMAS = {
     ("keda.sh/v1alpha1", "ScaledObject"): SCALED_OBJECT,
+    ("keda.sh/v1alpha1", "TriggerAuthentication"): TRIGGER_AUTHENTICATION,
+    ("cilium.io/v2", "CiliumNetworkPolicy"): CILIUM_NETWORK_POLICY,
     ("monitoring.coreos.com/v1", "ServiceMonitor"): SERVICE_MONITOR,
     ("monitoring.coreos.com/v1", "PodMonitor"): POD_MONITOR,
 }
@@ -313,7 +352,7 @@ def crd_problems(doc, version):
                     problems.append(f"{where}: {key} '{meta[key]}' is not a number")
             if not (meta.get("host") or meta.get("hostFromEnv") or trigger.get("authenticationRef")):
                 problems.append(f"{where}: needs host, hostFromEnv or an authenticationRef")
-    else:
+    elif doc["kind"] in ("ServiceMonitor", "PodMonitor"):
         for field in ("selector",):
             if field in spec:
                 problems += k8s_type_problems(spec[field], "labelselector-meta-v1", version, f"spec.{field}")
@@ -409,9 +448,26 @@ def wiring_problems(docs):
                     continue
                 env = {e["name"] for e in container.get("env", [])}
                 for t in d["spec"]["triggers"]:
+                    auth = (t.get("authenticationRef") or {}).get("name")
+                    if auth and auth not in by_kind.get("TriggerAuthentication", {}):
+                        problems.append(f"ScaledObject/{name}: authenticationRef {auth} is not rendered")
+                    if "fallback" in d["spec"] and t.get("metricType", "AverageValue") != "AverageValue":
+                        problems.append(f"ScaledObject/{name}: fallback needs metricType AverageValue")
                     host_env = t["metadata"].get("hostFromEnv")
                     if host_env and host_env not in env:
                         problems.append(f"ScaledObject/{name}: hostFromEnv {host_env} is not in container {container['name']}'s env")
+    for name, d in by_kind.get("TriggerAuthentication", {}).items():
+        for ref in d["spec"].get("secretTargetRef", []):
+            secret = by_kind.get("Secret", {}).get(ref["name"])
+            if secret is not None and ref["key"] not in set(secret.get("stringData", {})) | set(secret.get("data", {})):
+                problems.append(f"TriggerAuthentication/{name}: Secret {ref['name']} has no key {ref['key']}")
+    for name, d in by_kind.get("ValidatingAdmissionPolicyBinding", {}).items():
+        if d["spec"]["policyName"] not in by_kind.get("ValidatingAdmissionPolicy", {}):
+            problems.append(f"ValidatingAdmissionPolicyBinding/{name}: policy {d['spec']['policyName']} is not rendered")
+    for name, d in by_kind.get("CiliumNetworkPolicy", {}).items():
+        sel = d["spec"]["endpointSelector"].get("matchLabels")
+        if not any(selects(sel, t["metadata"].get("labels", {})) for _, t in templates):
+            problems.append(f"CiliumNetworkPolicy/{name}: endpointSelector matches no pod template")
     for name, d in by_kind.get("RoleBinding", {}).items():
         role = d["roleRef"]["name"]
         if d["roleRef"]["kind"] == "Role" and role not in by_kind.get("Role", {}):
@@ -570,29 +626,42 @@ def cmd_expect(args):
         labels = d["metadata"].get("labels", {})
         for key in ("app.kubernetes.io/name", "app.kubernetes.io/instance", "app.kubernetes.io/managed-by", "helm.sh/chart"):
             check(key in labels, f"{d['kind']}/{d['metadata']['name']} lacks label {key}", problems)
-    autoscaled = case in ("keda", "hpa", "pod-deletion-cost")
+    autoscaled = case in ("keda", "keda-auth", "hpa", "pod-deletion-cost")
     check(("replicas" in deployment["spec"]) != autoscaled,
           f"replicas {'present' if autoscaled else 'missing'} in the Deployment", problems)
     rbac = {"Role", "RoleBinding"} & found
     expected = {
         "default": ({"Deployment", "ConfigMap", "Secret", "Service", "ServiceAccount"},
                     {"Role", "RoleBinding", "HorizontalPodAutoscaler", "ScaledObject", "NetworkPolicy",
-                     "ServiceMonitor", "PodMonitor", "PodDisruptionBudget"}),
+                     "ServiceMonitor", "PodMonitor", "PodDisruptionBudget", "TriggerAuthentication",
+                     "CiliumNetworkPolicy", "ValidatingAdmissionPolicy", "PrometheusRule"}),
         "keda": ({"ScaledObject", "PodDisruptionBudget"}, {"HorizontalPodAutoscaler"}),
         "hpa": ({"HorizontalPodAutoscaler"}, {"ScaledObject"}),
         "existing-secret": (set(), {"Secret"}),
         "pod-deletion-cost": ({"Role", "RoleBinding", "ServiceAccount", "NetworkPolicy", "ScaledObject"}, set()),
+        "keda-auth": ({"ScaledObject", "TriggerAuthentication"}, {"Secret", "HorizontalPodAutoscaler"}),
         "observability": ({"NetworkPolicy", "ServiceMonitor"}, {"PodMonitor"}),
         "http-sidecar": ({"PodMonitor"}, {"Service", "ServiceMonitor"}),
     }
     present, absent = expected.get(case, (set(), set()))
     check(present <= found, f"missing kinds: {sorted(present - found)}", problems)
     check(not (absent & found), f"unexpected kinds: {sorted(absent & found)}", problems)
+    if case == "default":
+        spread = pod.get("topologySpreadConstraints", [])
+        check(spread and all(c.get("matchLabelKeys") == ["pod-template-hash"] and c.get("labelSelector") for c in spread),
+              f"default topologySpreadConstraints lack matchLabelKeys [pod-template-hash]: {spread}", problems)
     cost_env = "WARREN_KUBE_POD_DELETION_COST" in env_names(container)
     if case == "pod-deletion-cost":
         role = next(d for d in docs if d["kind"] == "Role")
-        check(role["rules"] == [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "patch"]}],
-              f"Role rules are {role['rules']}, want pods get/patch only", problems)
+        check(role["rules"] == [{"apiGroups": [""], "resources": ["pods"], "verbs": ["patch"]}],
+              f"Role rules are {role['rules']}, want pods patch only (Warren never reads the pod)", problems)
+        check({"ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding", "CiliumNetworkPolicy"} <= found,
+              "admission policy, its binding or the CiliumNetworkPolicy missing", problems)
+        vap = next((d for d in docs if d["kind"] == "ValidatingAdmissionPolicy"), None)
+        if vap:
+            sa = next(d for d in docs if d["kind"] == "ServiceAccount")["metadata"]["name"]
+            condition = vap["spec"]["matchConditions"][0]["expression"]
+            check(f"system:serviceaccount:workers:{sa}" in condition, f"policy matches {condition}, not the ServiceAccount", problems)
         check(pod.get("automountServiceAccountToken") is True, "API token not mounted", problems)
         check(cost_env, "WARREN_KUBE_POD_DELETION_COST missing", problems)
         np = next(d for d in docs if d["kind"] == "NetworkPolicy")
@@ -608,6 +677,14 @@ def cmd_expect(args):
         check(meta.get("mode") == "QueueLength" and meta.get("hostFromEnv") == "WARREN_AMQP_MANAGEMENT_URL",
               f"keda trigger metadata {meta}", problems)
         check("scaleDown" in so["spec"]["advanced"]["horizontalPodAutoscalerConfig"]["behavior"], "no scale-down behavior", problems)
+    if case == "keda-auth":
+        so = next(d for d in docs if d["kind"] == "ScaledObject")
+        trigger = so["spec"]["triggers"][0]
+        check("hostFromEnv" not in trigger["metadata"] and trigger.get("authenticationRef"),
+              f"trigger {trigger} does not take its host from the TriggerAuthentication", problems)
+        check(so["spec"].get("fallback") and so["spec"].get("initialCooldownPeriod"), "no fallback or initialCooldownPeriod", problems)
+        ref = next(e for e in container["env"] if e["name"] == "WARREN_AMQP_MANAGEMENT_URL")["valueFrom"]["secretKeyRef"]
+        check(not ref.get("optional"), "the management URL KEDA needs is optional in the existing Secret", problems)
     if case == "hpa":
         hpa = next(d for d in docs if d["kind"] == "HorizontalPodAutoscaler")
         types = [m["type"] for m in hpa["spec"]["metrics"]]
