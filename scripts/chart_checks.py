@@ -19,6 +19,10 @@ it PyYAML and jsonschema). Subcommands:
                          pool.shutdown_timeout printed by `warren config check`.
   expect CASE FILE       assertions specific to one values file of helm/warren/ci.
   documented VALUES README   every key of values.yaml appears in the chart README.
+  alert-tests FILE TESTS OUTDIR   writes the rendered PrometheusRule's groups to
+                         OUTDIR/rules.yaml and TESTS, each expected alert completed
+                         with the summary and runbook of its rule, to OUTDIR, for
+                         `promtool check rules` and `promtool test rules`.
 
 Exit status 1 on any failure, with one line per problem on stderr.
 """
@@ -295,7 +299,28 @@ CILIUM_NETWORK_POLICY = crd("cilium.io/v2", "CiliumNetworkPolicy", {
             }}},
     },
 })
+PROMETHEUS_RULE = crd("monitoring.coreos.com/v1", "PrometheusRule", {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {"groups": {"type": "array", "items": {
+        "type": "object", "additionalProperties": False, "required": ["name", "rules"],
+        "properties": {
+            "name": {"type": "string", "minLength": 1},
+            "interval": {"type": "string", "pattern": PROM_DURATION},
+            "rules": {"type": "array", "items": {
+                "type": "object", "additionalProperties": False, "required": ["expr"],
+                "properties": {
+                    "alert": {"type": "string"}, "record": {"type": "string"},
+                    "expr": {"type": ["string", "integer"]},
+                    "for": {"type": "string", "pattern": PROM_DURATION},
+                    "keep_firing_for": {"type": "string", "pattern": PROM_DURATION},
+                    "labels": {"type": "object", "additionalProperties": {"type": "string"}},
+                    "annotations": {"type": "object", "additionalProperties": {"type": "string"}},
+                }}},
+        }}}},
+})
 CRD_SCHEMAS = {
+    ("monitoring.coreos.com/v1", "PrometheusRule"): PROMETHEUS_RULE,
     ("keda.sh/v1alpha1", "ScaledObject"): SCALED_OBJECT,
     ("keda.sh/v1alpha1", "TriggerAuthentication"): TRIGGER_AUTHENTICATION,
     ("cilium.io/v2", "CiliumNetworkPolicy"): CILIUM_NETWORK_POLICY,
@@ -685,6 +710,12 @@ def cmd_expect(args):
         check(so["spec"].get("fallback") and so["spec"].get("initialCooldownPeriod"), "no fallback or initialCooldownPeriod", problems)
         ref = next(e for e in container["env"] if e["name"] == "WARREN_AMQP_MANAGEMENT_URL")["valueFrom"]["secretKeyRef"]
         check(not ref.get("optional"), "the management URL KEDA needs is optional in the existing Secret", problems)
+    if case == "alerts":
+        rule = next(d for d in docs if d["kind"] == "PrometheusRule")
+        names = [r["alert"] for g in rule["spec"]["groups"] for r in g["rules"]]
+        check(len(names) == 6, f"alerts {names}", problems)
+        check(all(r["annotations"].get("runbook") for g in rule["spec"]["groups"] for r in g["rules"]),
+              "an alert without runbook text", problems)
     if case == "hpa":
         hpa = next(d for d in docs if d["kind"] == "HorizontalPodAutoscaler")
         types = [m["type"] for m in hpa["spec"]["metrics"]]
@@ -744,7 +775,41 @@ def cmd_documented(args):
     return 1 if missing else 0
 
 
-COMMANDS = {"validate": cmd_validate, "config": cmd_config, "env": cmd_env, "grace": cmd_grace,
+def cmd_alert_tests(args):
+    import os
+    path, tests_path, outdir = args
+    rules = [d for d in load_docs(path) if d.get("kind") == "PrometheusRule"]
+    if len(rules) != 1:
+        raise SystemExit(f"{path}: expected one PrometheusRule, found {len(rules)}")
+    groups = rules[0]["spec"]["groups"]
+    with open(os.path.join(outdir, "rules.yaml"), "w") as f:
+        yaml.safe_dump({"groups": groups}, f, sort_keys=False)
+    by_name = {r["alert"]: r for g in groups for r in g["rules"] if "alert" in r}
+    with open(tests_path) as f:
+        tests = yaml.safe_load(f)
+    tested = set()
+    for test in tests["tests"]:
+        for case in test.get("alert_rule_test", []):
+            rule = by_name.get(case["alertname"])
+            if rule is None:
+                raise SystemExit(f"{tests_path}: no rendered alert {case['alertname']}")
+            tested.add(case["alertname"])
+            for alert in case.get("exp_alerts") or []:
+                labels = alert.get("exp_labels", {})
+                for key in ("summary", "runbook"):
+                    text = rule["annotations"][key]
+                    alert.setdefault("exp_annotations", {})[key] = re.sub(
+                        r"\{\{ \$labels\.([a-z_]+) \}\}", lambda m: str(labels.get(m.group(1), "")), text)
+    untested = sorted(set(by_name) - tested)
+    if untested:
+        raise SystemExit(f"{tests_path}: no test for {', '.join(untested)}")
+    with open(os.path.join(outdir, os.path.basename(tests_path)), "w") as f:
+        yaml.safe_dump(tests, f, sort_keys=False)
+    print(f"{len(by_name)} alerts, {sum(len(t.get('alert_rule_test', [])) for t in tests['tests'])} evaluations")
+    return 0
+
+
+COMMANDS = {"alert-tests": cmd_alert_tests, "validate": cmd_validate, "config": cmd_config, "env": cmd_env, "grace": cmd_grace,
             "expect": cmd_expect, "documented": cmd_documented}
 
 if __name__ == "__main__":

@@ -11,6 +11,8 @@
 #                        Debian package kubernetes-client is downloaded (apt-get download,
 #                        not installed) and unpacked into target/tools/kubectl
 #   warren               target/debug/warren, built with `cargo build` when missing
+#   promtool             from the Debian package prometheus, through scripts/ensure-prometheus.sh
+#                        (which the dashboard test uses too); missing, it fails the run
 # Checks, in order:
 #   0. Helm 4 too: lint, template (same objects as Helm 3, same assertions) and the
 #      values that must fail, whose schema errors Helm 4 words differently
@@ -31,6 +33,9 @@
 #      only metric names defined in src/
 #   6. `kubectl kustomize deploy/` and deploy/dev render and validate, and the base's
 #      config passes `warren config check`
+#   7. the PrometheusRule (ci/alerts-values.yaml, and with queueMetrics rabbitmq) passes
+#      `promtool check rules`, and `promtool test rules` runs tests/alerts/*.test.yaml
+#      on synthetic series; every alert must have a test
 # Exit status non-zero on any failure. Output of each render: target/check-chart/.
 set -euo pipefail
 
@@ -167,6 +172,15 @@ EOF
     "${kubectl[@]}" kustomize "$dir" >"$2"
 }
 
+ensure_promtool() {
+    "$root/scripts/ensure-prometheus.sh" >&2 || { say "check-chart: scripts/ensure-prometheus.sh failed; promtool is required" >&2; exit 1; }
+    promtool="$(command -v /usr/bin/promtool promtool | head -n 1 || true)"
+    if [ -z "$promtool" ]; then
+        say "check-chart: no promtool after scripts/ensure-prometheus.sh (the Debian package prometheus ships it)" >&2
+        exit 1
+    fi
+}
+
 ensure_warren() {
     warren="${WARREN_BIN:-$root/target/debug/warren}"
     if [ -n "${WARREN_BIN:-}" ] && [ ! -x "$warren" ]; then
@@ -299,10 +313,55 @@ EOF
     fi
 }
 
+# The alerts: rules that promtool accepts, and its unit tests on synthetic series.
+alert_checks() {
+    local dir="$out/alerts" variant tests
+    mkdir -p "$dir"
+    if [ ! -s "$out/alerts.yaml" ]; then
+        fail "alerts: ci/alerts-values.yaml did not render"
+        return
+    fi
+    for tests in "$root"/tests/alerts/*.test.yaml; do
+        if ! "$py" scripts/chart_checks.py alert-tests "$out/alerts.yaml" "$tests" "$dir" >"$dir/prepare.log" 2>&1; then
+            fail "alerts: $(cat "$dir/prepare.log")"
+            continue
+        fi
+        if "$promtool" check rules "$dir/rules.yaml" >"$dir/check.log" 2>&1; then
+            pass "promtool check rules: $(grep -o '[0-9]* rules found' "$dir/check.log")"
+        else
+            fail "promtool check rules: $(tail -n 5 "$dir/check.log")"
+        fi
+        if (cd "$dir" && "$promtool" test rules "$(basename "$tests")") >"$dir/test.log" 2>&1; then
+            pass "promtool test rules $(basename "$tests"): $(cat "$dir/prepare.log")"
+        else
+            fail "promtool test rules $(basename "$tests"): $(head -n 40 "$dir/test.log")"
+        fi
+    done
+    # The variant on RabbitMQ's exporter: accepted by promtool (its series are RabbitMQ's).
+    variant="$dir/rabbitmq"
+    mkdir -p "$variant"
+    if ! "$helm" template warren --kube-version "${KUBE_VERSIONS[0]}" "$chart" --namespace workers \
+        -f "$chart/ci/alerts-values.yaml" --set prometheusRule.queueMetrics=rabbitmq \
+        --set-string 'prometheusRule.rabbitmqMatchers=vhost="/"' >"$variant/rendered.yaml" 2>"$variant/err"; then
+        fail "alerts with queueMetrics rabbitmq: $(head -n 3 "$variant/err")"
+        return
+    fi
+    "$py" -c 'import sys, yaml
+rule = next(d for d in yaml.safe_load_all(open(sys.argv[1])) if d and d["kind"] == "PrometheusRule")
+yaml.safe_dump({"groups": rule["spec"]["groups"]}, open(sys.argv[2], "w"))' "$variant/rendered.yaml" "$variant/rules.yaml"
+    if "$promtool" check rules "$variant/rules.yaml" >"$variant/check.log" 2>&1 \
+        && grep -qF 'rabbitmq_detailed_queue_consumers{queue="task_queue", vhost="/"}' "$variant/rules.yaml"; then
+        pass "promtool check rules: queueMetrics rabbitmq"
+    else
+        fail "alerts with queueMetrics rabbitmq: $(tail -n 5 "$variant/check.log")"
+    fi
+}
+
 main() {
     ensure_helm
     ensure_python
     ensure_helm4
+    ensure_promtool
     ensure_kustomize
     ensure_warren
     rm -rf "$out" && mkdir -p "$out"
@@ -452,6 +511,9 @@ EOF
         fi
     done
     config_check "deploy" "$out/kustomize-deploy.yaml"
+
+    say "== alerts (promtool)"
+    alert_checks
 
     say "check-chart: $passes passed, ${#failures[@]} failed in $((SECONDS - started))s"
     if [ "${#failures[@]}" -gt 0 ]; then
