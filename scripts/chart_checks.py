@@ -675,6 +675,16 @@ def cmd_expect(args):
         spread = pod.get("topologySpreadConstraints", [])
         check(spread and all(c.get("matchLabelKeys") == ["pod-template-hash"] and c.get("labelSelector") for c in spread),
               f"default topologySpreadConstraints lack matchLabelKeys [pod-template-hash]: {spread}", problems)
+    tests = [d for d in docs if d["kind"] == "Pod" and d["metadata"].get("annotations", {}).get("helm.sh/hook") == "test"]
+    check(len(tests) == 1, f"{len(tests)} helm test Pods, want 1", problems)
+    for t in tests:
+        c = t["spec"]["containers"][0]
+        check(c.get("args") == ["status"] and c["image"] == container["image"], "the test Pod does not run warren status in Warren's image", problems)
+        check(not selects(deployment["spec"]["selector"]["matchLabels"], t["metadata"]["labels"]),
+              "the test Pod carries the workers' selector labels", problems)
+        check(t["spec"]["volumes"] == [v for v in pod["volumes"] if v["name"] == "config"], "the test Pod lacks the config volume", problems)
+        url = lambda env: next(e for e in env if e["name"] == "WARREN_AMQP_URL")
+        check(url(c["env"]) == url(container["env"]), "the test Pod gets another AMQP URL", problems)
     cost_env = "WARREN_KUBE_POD_DELETION_COST" in env_names(container)
     if case == "pod-deletion-cost":
         role = next(d for d in docs if d["kind"] == "Role")
@@ -766,7 +776,7 @@ def cmd_documented(args):
         readme = f.read()
     # Probe and behavior sub-fields are documented with their parent.
     grouped = ("livenessProbe.", "readinessProbe.", "startupProbe.", "autoscaling.behavior.", "keda.behavior.",
-               "resources.", "podSecurityContext.", "securityContext.", "networkPolicy.dns.to")
+               "resources.", "helmTest.resources.", "podSecurityContext.", "securityContext.", "networkPolicy.dns.to")
     missing = [k for k in leaf_keys(values)
                if f"`{k}`" not in readme and not any(k.startswith(g) for g in grouped)]
     missing += [g.rstrip(".") for g in grouped if f"`{g.rstrip('.')}`" not in readme]
