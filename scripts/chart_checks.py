@@ -19,6 +19,10 @@ it PyYAML and jsonschema). Subcommands:
                          pool.shutdown_timeout printed by `warren config check`.
   expect CASE FILE       assertions specific to one values file of helm/warren/ci.
   documented VALUES README   every key of values.yaml appears in the chart README.
+  alert-tests FILE TESTS OUTDIR   writes the rendered PrometheusRule's groups to
+                         OUTDIR/rules.yaml and TESTS, each expected alert completed
+                         with the summary and runbook of its rule, to OUTDIR, for
+                         `promtool check rules` and `promtool test rules`.
 
 Exit status 1 on any failure, with one line per problem on stderr.
 """
@@ -234,7 +238,10 @@ SCALED_OBJECT = crd("keda.sh/v1alpha1", "ScaledObject", {
         "idleReplicaCount": INT32,
         "minReplicaCount": INT32,
         "maxReplicaCount": INT32,
-        "fallback": {"type": "object", "required": ["failureThreshold", "replicas"]},
+        "fallback": {"type": "object", "additionalProperties": False, "required": ["failureThreshold", "replicas"],
+                     "properties": {"failureThreshold": INT32, "replicas": INT32,
+                                    "behavior": {"enum": ["static", "currentReplicas", "currentReplicasIfHigher",
+                                                          "currentReplicasIfLower"]}}},
         "advanced": {
             "type": "object", "additionalProperties": False,
             "properties": {
@@ -258,8 +265,65 @@ SCALED_OBJECT = crd("keda.sh/v1alpha1", "ScaledObject", {
             }}},
     },
 })
+TRIGGER_AUTHENTICATION = crd("keda.sh/v1alpha1", "TriggerAuthentication", {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "secretTargetRef": {"type": "array", "minItems": 1, "items": {
+            "type": "object", "additionalProperties": False, "required": ["parameter", "name", "key"],
+            "properties": {"parameter": {"type": "string"}, "name": {"type": "string"}, "key": {"type": "string"}}}},
+        "env": {"type": "array"},
+        "podIdentity": ANY_OBJECT,
+        "hashiCorpVault": ANY_OBJECT,
+    },
+})
+# cilium.io/v2 CiliumNetworkPolicy, the part the chart writes (egress to entities on ports).
+CILIUM_ENTITIES = ["all", "world", "cluster", "host", "remote-node", "kube-apiserver", "ingress", "health",
+                   "init", "unmanaged", "none"]
+CILIUM_NETWORK_POLICY = crd("cilium.io/v2", "CiliumNetworkPolicy", {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["endpointSelector"],
+    "properties": {
+        "endpointSelector": LABEL_SELECTOR,
+        "egress": {"type": "array", "items": {
+            "type": "object", "additionalProperties": False,
+            "properties": {
+                "toEntities": {"type": "array", "minItems": 1, "items": {"enum": CILIUM_ENTITIES}},
+                "toPorts": {"type": "array", "items": {
+                    "type": "object", "additionalProperties": False,
+                    "properties": {"ports": {"type": "array", "items": {
+                        "type": "object", "additionalProperties": False, "required": ["port"],
+                        "properties": {"port": {"type": "string", "pattern": "^[0-9]{1,5}$"},
+                                       "protocol": {"enum": ["TCP", "UDP", "SCTP", "ANY"]}}}}}}},
+            }}},
+    },
+})
+PROMETHEUS_RULE = crd("monitoring.coreos.com/v1", "PrometheusRule", {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {"groups": {"type": "array", "items": {
+        "type": "object", "additionalProperties": False, "required": ["name", "rules"],
+        "properties": {
+            "name": {"type": "string", "minLength": 1},
+            "interval": {"type": "string", "pattern": PROM_DURATION},
+            "rules": {"type": "array", "items": {
+                "type": "object", "additionalProperties": False, "required": ["expr"],
+                "properties": {
+                    "alert": {"type": "string"}, "record": {"type": "string"},
+                    "expr": {"type": ["string", "integer"]},
+                    "for": {"type": "string", "pattern": PROM_DURATION},
+                    "keep_firing_for": {"type": "string", "pattern": PROM_DURATION},
+                    "labels": {"type": "object", "additionalProperties": {"type": "string"}},
+                    "annotations": {"type": "object", "additionalProperties": {"type": "string"}},
+                }}},
+        }}}},
+})
 CRD_SCHEMAS = {
+    ("monitoring.coreos.com/v1", "PrometheusRule"): PROMETHEUS_RULE,
     ("keda.sh/v1alpha1", "ScaledObject"): SCALED_OBJECT,
+    ("keda.sh/v1alpha1", "TriggerAuthentication"): TRIGGER_AUTHENTICATION,
+    ("cilium.io/v2", "CiliumNetworkPolicy"): CILIUM_NETWORK_POLICY,
     ("monitoring.coreos.com/v1", "ServiceMonitor"): SERVICE_MONITOR,
     ("monitoring.coreos.com/v1", "PodMonitor"): POD_MONITOR,
 }
@@ -313,7 +377,7 @@ def crd_problems(doc, version):
                     problems.append(f"{where}: {key} '{meta[key]}' is not a number")
             if not (meta.get("host") or meta.get("hostFromEnv") or trigger.get("authenticationRef")):
                 problems.append(f"{where}: needs host, hostFromEnv or an authenticationRef")
-    else:
+    elif doc["kind"] in ("ServiceMonitor", "PodMonitor"):
         for field in ("selector",):
             if field in spec:
                 problems += k8s_type_problems(spec[field], "labelselector-meta-v1", version, f"spec.{field}")
@@ -409,9 +473,26 @@ def wiring_problems(docs):
                     continue
                 env = {e["name"] for e in container.get("env", [])}
                 for t in d["spec"]["triggers"]:
+                    auth = (t.get("authenticationRef") or {}).get("name")
+                    if auth and auth not in by_kind.get("TriggerAuthentication", {}):
+                        problems.append(f"ScaledObject/{name}: authenticationRef {auth} is not rendered")
+                    if "fallback" in d["spec"] and t.get("metricType", "AverageValue") != "AverageValue":
+                        problems.append(f"ScaledObject/{name}: fallback needs metricType AverageValue")
                     host_env = t["metadata"].get("hostFromEnv")
                     if host_env and host_env not in env:
                         problems.append(f"ScaledObject/{name}: hostFromEnv {host_env} is not in container {container['name']}'s env")
+    for name, d in by_kind.get("TriggerAuthentication", {}).items():
+        for ref in d["spec"].get("secretTargetRef", []):
+            secret = by_kind.get("Secret", {}).get(ref["name"])
+            if secret is not None and ref["key"] not in set(secret.get("stringData", {})) | set(secret.get("data", {})):
+                problems.append(f"TriggerAuthentication/{name}: Secret {ref['name']} has no key {ref['key']}")
+    for name, d in by_kind.get("ValidatingAdmissionPolicyBinding", {}).items():
+        if d["spec"]["policyName"] not in by_kind.get("ValidatingAdmissionPolicy", {}):
+            problems.append(f"ValidatingAdmissionPolicyBinding/{name}: policy {d['spec']['policyName']} is not rendered")
+    for name, d in by_kind.get("CiliumNetworkPolicy", {}).items():
+        sel = d["spec"]["endpointSelector"].get("matchLabels")
+        if not any(selects(sel, t["metadata"].get("labels", {})) for _, t in templates):
+            problems.append(f"CiliumNetworkPolicy/{name}: endpointSelector matches no pod template")
     for name, d in by_kind.get("RoleBinding", {}).items():
         role = d["roleRef"]["name"]
         if d["roleRef"]["kind"] == "Role" and role not in by_kind.get("Role", {}):
@@ -570,29 +651,52 @@ def cmd_expect(args):
         labels = d["metadata"].get("labels", {})
         for key in ("app.kubernetes.io/name", "app.kubernetes.io/instance", "app.kubernetes.io/managed-by", "helm.sh/chart"):
             check(key in labels, f"{d['kind']}/{d['metadata']['name']} lacks label {key}", problems)
-    autoscaled = case in ("keda", "hpa", "pod-deletion-cost")
+    autoscaled = case in ("keda", "keda-auth", "hpa", "pod-deletion-cost")
     check(("replicas" in deployment["spec"]) != autoscaled,
           f"replicas {'present' if autoscaled else 'missing'} in the Deployment", problems)
     rbac = {"Role", "RoleBinding"} & found
     expected = {
         "default": ({"Deployment", "ConfigMap", "Secret", "Service", "ServiceAccount"},
                     {"Role", "RoleBinding", "HorizontalPodAutoscaler", "ScaledObject", "NetworkPolicy",
-                     "ServiceMonitor", "PodMonitor", "PodDisruptionBudget"}),
+                     "ServiceMonitor", "PodMonitor", "PodDisruptionBudget", "TriggerAuthentication",
+                     "CiliumNetworkPolicy", "ValidatingAdmissionPolicy", "PrometheusRule"}),
         "keda": ({"ScaledObject", "PodDisruptionBudget"}, {"HorizontalPodAutoscaler"}),
         "hpa": ({"HorizontalPodAutoscaler"}, {"ScaledObject"}),
         "existing-secret": (set(), {"Secret"}),
         "pod-deletion-cost": ({"Role", "RoleBinding", "ServiceAccount", "NetworkPolicy", "ScaledObject"}, set()),
+        "keda-auth": ({"ScaledObject", "TriggerAuthentication"}, {"Secret", "HorizontalPodAutoscaler"}),
         "observability": ({"NetworkPolicy", "ServiceMonitor"}, {"PodMonitor"}),
         "http-sidecar": ({"PodMonitor"}, {"Service", "ServiceMonitor"}),
     }
     present, absent = expected.get(case, (set(), set()))
     check(present <= found, f"missing kinds: {sorted(present - found)}", problems)
     check(not (absent & found), f"unexpected kinds: {sorted(absent & found)}", problems)
+    if case == "default":
+        spread = pod.get("topologySpreadConstraints", [])
+        check(spread and all(c.get("matchLabelKeys") == ["pod-template-hash"] and c.get("labelSelector") for c in spread),
+              f"default topologySpreadConstraints lack matchLabelKeys [pod-template-hash]: {spread}", problems)
+    tests = [d for d in docs if d["kind"] == "Pod" and d["metadata"].get("annotations", {}).get("helm.sh/hook") == "test"]
+    check(len(tests) == 1, f"{len(tests)} helm test Pods, want 1", problems)
+    for t in tests:
+        c = t["spec"]["containers"][0]
+        check(c.get("args") == ["status"] and c["image"] == container["image"], "the test Pod does not run warren status in Warren's image", problems)
+        check(not selects(deployment["spec"]["selector"]["matchLabels"], t["metadata"]["labels"]),
+              "the test Pod carries the workers' selector labels", problems)
+        check(t["spec"]["volumes"] == [v for v in pod["volumes"] if v["name"] == "config"], "the test Pod lacks the config volume", problems)
+        url = lambda env: next(e for e in env if e["name"] == "WARREN_AMQP_URL")
+        check(url(c["env"]) == url(container["env"]), "the test Pod gets another AMQP URL", problems)
     cost_env = "WARREN_KUBE_POD_DELETION_COST" in env_names(container)
     if case == "pod-deletion-cost":
         role = next(d for d in docs if d["kind"] == "Role")
-        check(role["rules"] == [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "patch"]}],
-              f"Role rules are {role['rules']}, want pods get/patch only", problems)
+        check(role["rules"] == [{"apiGroups": [""], "resources": ["pods"], "verbs": ["patch"]}],
+              f"Role rules are {role['rules']}, want pods patch only (Warren never reads the pod)", problems)
+        check({"ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding", "CiliumNetworkPolicy"} <= found,
+              "admission policy, its binding or the CiliumNetworkPolicy missing", problems)
+        vap = next((d for d in docs if d["kind"] == "ValidatingAdmissionPolicy"), None)
+        if vap:
+            sa = next(d for d in docs if d["kind"] == "ServiceAccount")["metadata"]["name"]
+            condition = vap["spec"]["matchConditions"][0]["expression"]
+            check(f"system:serviceaccount:workers:{sa}" in condition, f"policy matches {condition}, not the ServiceAccount", problems)
         check(pod.get("automountServiceAccountToken") is True, "API token not mounted", problems)
         check(cost_env, "WARREN_KUBE_POD_DELETION_COST missing", problems)
         np = next(d for d in docs if d["kind"] == "NetworkPolicy")
@@ -608,6 +712,20 @@ def cmd_expect(args):
         check(meta.get("mode") == "QueueLength" and meta.get("hostFromEnv") == "WARREN_AMQP_MANAGEMENT_URL",
               f"keda trigger metadata {meta}", problems)
         check("scaleDown" in so["spec"]["advanced"]["horizontalPodAutoscalerConfig"]["behavior"], "no scale-down behavior", problems)
+    if case == "keda-auth":
+        so = next(d for d in docs if d["kind"] == "ScaledObject")
+        trigger = so["spec"]["triggers"][0]
+        check("hostFromEnv" not in trigger["metadata"] and trigger.get("authenticationRef"),
+              f"trigger {trigger} does not take its host from the TriggerAuthentication", problems)
+        check(so["spec"].get("fallback") and so["spec"].get("initialCooldownPeriod"), "no fallback or initialCooldownPeriod", problems)
+        ref = next(e for e in container["env"] if e["name"] == "WARREN_AMQP_MANAGEMENT_URL")["valueFrom"]["secretKeyRef"]
+        check(not ref.get("optional"), "the management URL KEDA needs is optional in the existing Secret", problems)
+    if case == "alerts":
+        rule = next(d for d in docs if d["kind"] == "PrometheusRule")
+        names = [r["alert"] for g in rule["spec"]["groups"] for r in g["rules"]]
+        check(len(names) == 6, f"alerts {names}", problems)
+        check(all(r["annotations"].get("runbook") for g in rule["spec"]["groups"] for r in g["rules"]),
+              "an alert without runbook text", problems)
     if case == "hpa":
         hpa = next(d for d in docs if d["kind"] == "HorizontalPodAutoscaler")
         types = [m["type"] for m in hpa["spec"]["metrics"]]
@@ -658,7 +776,7 @@ def cmd_documented(args):
         readme = f.read()
     # Probe and behavior sub-fields are documented with their parent.
     grouped = ("livenessProbe.", "readinessProbe.", "startupProbe.", "autoscaling.behavior.", "keda.behavior.",
-               "resources.", "podSecurityContext.", "securityContext.", "networkPolicy.dns.to")
+               "resources.", "helmTest.resources.", "podSecurityContext.", "securityContext.", "networkPolicy.dns.to")
     missing = [k for k in leaf_keys(values)
                if f"`{k}`" not in readme and not any(k.startswith(g) for g in grouped)]
     missing += [g.rstrip(".") for g in grouped if f"`{g.rstrip('.')}`" not in readme]
@@ -667,7 +785,41 @@ def cmd_documented(args):
     return 1 if missing else 0
 
 
-COMMANDS = {"validate": cmd_validate, "config": cmd_config, "env": cmd_env, "grace": cmd_grace,
+def cmd_alert_tests(args):
+    import os
+    path, tests_path, outdir = args
+    rules = [d for d in load_docs(path) if d.get("kind") == "PrometheusRule"]
+    if len(rules) != 1:
+        raise SystemExit(f"{path}: expected one PrometheusRule, found {len(rules)}")
+    groups = rules[0]["spec"]["groups"]
+    with open(os.path.join(outdir, "rules.yaml"), "w") as f:
+        yaml.safe_dump({"groups": groups}, f, sort_keys=False)
+    by_name = {r["alert"]: r for g in groups for r in g["rules"] if "alert" in r}
+    with open(tests_path) as f:
+        tests = yaml.safe_load(f)
+    tested = set()
+    for test in tests["tests"]:
+        for case in test.get("alert_rule_test", []):
+            rule = by_name.get(case["alertname"])
+            if rule is None:
+                raise SystemExit(f"{tests_path}: no rendered alert {case['alertname']}")
+            tested.add(case["alertname"])
+            for alert in case.get("exp_alerts") or []:
+                labels = alert.get("exp_labels", {})
+                for key in ("summary", "runbook"):
+                    text = rule["annotations"][key]
+                    alert.setdefault("exp_annotations", {})[key] = re.sub(
+                        r"\{\{ \$labels\.([a-z_]+) \}\}", lambda m: str(labels.get(m.group(1), "")), text)
+    untested = sorted(set(by_name) - tested)
+    if untested:
+        raise SystemExit(f"{tests_path}: no test for {', '.join(untested)}")
+    with open(os.path.join(outdir, os.path.basename(tests_path)), "w") as f:
+        yaml.safe_dump(tests, f, sort_keys=False)
+    print(f"{len(by_name)} alerts, {sum(len(t.get('alert_rule_test', [])) for t in tests['tests'])} evaluations")
+    return 0
+
+
+COMMANDS = {"alert-tests": cmd_alert_tests, "validate": cmd_validate, "config": cmd_config, "env": cmd_env, "grace": cmd_grace,
             "expect": cmd_expect, "documented": cmd_documented}
 
 if __name__ == "__main__":

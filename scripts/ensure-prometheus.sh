@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Makes sure a Prometheus server binary is installed, for tests/dashboard.rs,
 # which starts its own private Prometheus (temp config and data, free port)
-# and evaluates every query of the Grafana dashboard against a real warren.
+# and evaluates every query of the Grafana dashboard against a real warren;
+# and promtool (in the same Debian package), with which scripts/check-chart.sh
+# checks and unit-tests the chart's alerting rules.
 #
 #   scripts/ensure-prometheus.sh      check; install the Debian package `prometheus` if needed (root)
 #
@@ -22,9 +24,18 @@ find_prometheus() {
     fi
 }
 
+find_promtool() {
+    if [ -x /usr/bin/promtool ]; then
+        echo /usr/bin/promtool
+    else
+        command -v promtool || true
+    fi
+}
+
 bin="$(find_prometheus)"
-if [ -n "$bin" ] && "$bin" --version >/dev/null 2>&1; then
-    say "$("$bin" --version 2>&1 | head -n 1) at $bin"
+tool="$(find_promtool)"
+if [ -n "$bin" ] && "$bin" --version >/dev/null 2>&1 && [ -n "$tool" ] && "$tool" --version >/dev/null 2>&1; then
+    say "$("$bin" --version 2>&1 | head -n 1) at $bin, promtool at $tool"
     exit 0
 fi
 
@@ -50,4 +61,5 @@ DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends promet
 
 bin="$(find_prometheus)"
 [ -n "$bin" ] || die "installed the prometheus package, but no prometheus binary was found"
+[ -n "$(find_promtool)" ] || die "installed the prometheus package, but no promtool was found"
 say "installed $("$bin" --version 2>&1 | head -n 1) at $bin"

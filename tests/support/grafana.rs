@@ -10,6 +10,11 @@ pub const DASHBOARD: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/helm/warren/dashboards/warren.json"
 );
+/// Metrics the dashboard shows whose code has not landed in Warren yet: not
+/// required in the scrape (their panels answer `or vector(0)` meanwhile).
+/// The test fails once Warren exports one, so it is removed from here and
+/// checked like every other name. scripts/check-chart.sh has the same list.
+pub const PENDING_METRICS: &[&str] = &["warren_log_lines_dropped_total"];
 /// The one panel allowed to use metrics Warren does not export; the test
 /// skips only panels whose description carries this marker.
 pub const NEEDS_RABBITMQ_EXPORTER: &str = "requires the RabbitMQ Prometheus plugin";
@@ -100,10 +105,14 @@ impl Dashboard {
                 .replace(&format!("${{{name}}}"), value)
                 .replace(&format!("${name}"), value);
         }
-        assert!(
-            !out.contains('$'),
-            "unknown variable left in {expr:?} → {out:?}"
-        );
+        // `$1` is a regex group in label_replace, which Grafana leaves alone.
+        let unknown = out.match_indices('$').any(|(i, _)| {
+            out[i + 1..]
+                .chars()
+                .next()
+                .is_some_and(|c| c == '{' || c == '_' || c.is_ascii_alphabetic())
+        });
+        assert!(!unknown, "unknown variable left in {expr:?} → {out:?}");
         out
     }
 }

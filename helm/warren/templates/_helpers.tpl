@@ -63,6 +63,11 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- default (include "warren.fullname" .) .Values.amqp.existingSecret }}
 {{- end }}
 
+{{/* The podDeletionCost admission policy and binding: cluster-scoped, so the namespace is in the name. */}}
+{{- define "warren.admissionPolicyName" -}}
+{{- printf "%s-%s-pod-deletion-cost" (include "warren.fullname" .) .Release.Namespace | trunc 253 | trimSuffix "-" }}
+{{- end }}
+
 {{/* repository:tag, or repository@digest. */}}
 {{- define "warren.image" -}}
 {{- if .Values.image.digest }}
@@ -169,6 +174,19 @@ Deployment, so every install and every `helm template` runs them.
 {{- end }}
 {{- if and $v.keda.enabled (eq $v.keda.protocol "http") (not $v.amqp.existingSecret) (not $v.amqp.managementUrl) }}
 {{- fail "keda.protocol=http reads the management API: set amqp.managementUrl (http://user:password@rabbitmq:15672/), or put it under amqp.secretKeys.managementUrl in amqp.existingSecret" }}
+{{- end }}
+{{- if and $v.keda.enabled (eq $v.keda.protocol "http") $v.amqp.existingSecret }}
+{{- /* Only a real install can look: `helm template` and --dry-run=client get no Secret. NOTES.txt names the key too. */}}
+{{- $secret := lookup "v1" "Secret" .Release.Namespace $v.amqp.existingSecret }}
+{{- if and $secret (not (hasKey ($secret.data | default dict) $v.amqp.secretKeys.managementUrl)) }}
+{{- fail (printf "keda.protocol=http reads the management API URL from key %s of Secret %s (amqp.existingSecret), which has no such key: add it (http://user:password@rabbitmq:15672/) or set amqp.secretKeys.managementUrl to the key that holds it" $v.amqp.secretKeys.managementUrl $v.amqp.existingSecret) }}
+{{- end }}
+{{- end }}
+{{- if and $v.podDeletionCost.enabled $v.podDeletionCost.admissionPolicy.enabled (not (semverCompare ">=1.30.0-0" .Capabilities.KubeVersion.Version)) }}
+{{- fail (printf "podDeletionCost.admissionPolicy needs Kubernetes 1.30+ (admissionregistration.k8s.io/v1 ValidatingAdmissionPolicy); this is %s. Turn it off, or upgrade" .Capabilities.KubeVersion.Version) }}
+{{- end }}
+{{- if and (has "Deny" $v.podDeletionCost.admissionPolicy.validationActions) (has "Warn" $v.podDeletionCost.admissionPolicy.validationActions) }}
+{{- fail "podDeletionCost.admissionPolicy.validationActions: Deny and Warn together are not allowed by Kubernetes; use [Deny] or [Warn, Audit]" }}
 {{- end }}
 {{- if and (eq $v.handler.kind "exec") (empty $v.handler.exec.command) }}
 {{- fail "handler.kind=exec needs handler.exec.command, the program's argv (e.g. [python3, /app/task.py]); the program must be in the image" }}
