@@ -13,8 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use support::broker::{self, shared_url, unique_queue};
 use support::grafana::{
-    Dashboard, PENDING_METRICS, Query, exported, families, label_values, regex_escape,
-    warren_names,
+    Dashboard, PENDING_METRICS, Query, exported, families, label_values, regex_escape, warren_names,
 };
 use support::health::{sample, tasks_total};
 use support::net::http_get;
@@ -346,19 +345,23 @@ fn evaluate_all(
     }
     // The replicas panel picks the Deployment of Warren's pods, not the other one.
     let desired = prometheus
-        .query(&dashboard.substitute(
-            &dashboard
-                .queries()
-                .into_iter()
-                .find(|q| q.panel == "Replicas: desired vs current")
-                .expect("the replicas panel")
-                .expr,
-            &BTreeMap::new(),
-        ))
+        .query(
+            &dashboard.substitute(
+                &dashboard
+                    .queries()
+                    .into_iter()
+                    .find(|q| q.panel == "Replicas: desired vs current")
+                    .expect("the replicas panel")
+                    .expr,
+                &BTreeMap::new(),
+            ),
+        )
         .unwrap();
     let deployments: Vec<&Value> = desired.iter().map(|s| &s["metric"]["deployment"]).collect();
     if deployments != [&Value::from("warren")] {
-        problems.push(format!("replicas panel: deployments {deployments:?}, want [warren]"));
+        problems.push(format!(
+            "replicas panel: deployments {deployments:?}, want [warren]"
+        ));
     }
     let (ns, pod) = (LABELS[0].1, LABELS[1].1);
     let depth = prometheus

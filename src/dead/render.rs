@@ -102,25 +102,22 @@ pub fn import_line(line: &str) -> Result<(BasicProperties, Vec<u8>), String> {
 /// `show`: every property and header, the reason, and the body.
 pub fn show(letter: &Letter, props: &BasicProperties, body: &[u8]) -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "message id:   {}", letter.id);
-    let _ = writeln!(
-        out,
-        "reason:       {} ({})",
-        letter.reason,
-        letter.category.label()
-    );
-    let _ = writeln!(
-        out,
-        "attempts:     {}",
-        letter.attempts.map_or("-".into(), |n| n.to_string())
-    );
-    for (name, at) in [
+    let attempts = letter.attempts.map_or("-".into(), |n| n.to_string());
+    let reason = format!("{} ({})", letter.reason, letter.category.label());
+    let times = [
         ("first failure", letter.first_failure),
         ("last failure", letter.last_failure),
-    ] {
-        if let Some(at) = at {
-            let _ = writeln!(out, "{:<14}{}", format!("{name}:"), rfc3339(at));
-        }
+    ];
+    let times = times
+        .iter()
+        .filter_map(|(name, at)| Some((*name, rfc3339((*at)?))));
+    let fields = [
+        ("message id", letter.id.clone()),
+        ("reason", reason),
+        ("attempts", attempts),
+    ];
+    for (name, value) in fields.into_iter().chain(times.map(|(n, v)| (n, v))) {
+        let _ = writeln!(out, "{:<15}{value}", format!("{name}:"));
     }
     out.push_str("properties:\n");
     let mut fields = serde_json::to_value(props).unwrap_or(Value::Null);
