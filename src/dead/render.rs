@@ -116,7 +116,7 @@ pub fn show(letter: &Letter, props: &BasicProperties, body: &[u8]) -> String {
         ("reason", reason),
         ("attempts", attempts),
     ];
-    for (name, value) in fields.into_iter().chain(times.map(|(n, v)| (n, v))) {
+    for (name, value) in fields.into_iter().chain(times) {
         let _ = writeln!(out, "{:<15}{value}", format!("{name}:"));
     }
     out.push_str("properties:\n");
