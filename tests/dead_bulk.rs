@@ -108,6 +108,44 @@ async fn a_replay_killed_half_way_loses_nothing() {
     broker::cleanup(&url, &q).await;
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn an_interrupted_replay_settles_what_it_holds_and_says_so() {
+    let q = unique_queue("dead-int");
+    dead_letters(&q, 300, 100).await;
+    let url = shared_url();
+    let args = [
+        "dead",
+        "replay",
+        "--amqp-url",
+        &url,
+        "--queue",
+        &q,
+        "--rate",
+        "100",
+    ];
+    let child = command(&args)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while ready(&q) < 50 {
+        assert!(started.elapsed() < LIMIT, "the replay never got going");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let out = child.wait_with_output().unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{said}");
+    assert!(said.contains("pass was interrupted after"), "{said}");
+    let (work, dead) = (ready(&q), ready(&format!("{q}.dead")));
+    eprintln!("after SIGINT: {work} replayed, {dead} still dead");
+    assert_eq!(work + dead, 300, "a clean stop doubles nothing");
+    let mut seen: BTreeSet<String> = ids(&q).await.into_iter().collect();
+    seen.extend(ids(&format!("{q}.dead")).await);
+    assert_eq!(seen.len(), 300, "every id is somewhere, once");
+    broker::cleanup(&url, &q).await;
+}
+
 /// Peak resident memory (KiB) of a finished child, from wait4's rusage.
 fn wait_peak_kib(child: std::process::Child) -> (i32, i64) {
     let mut status = 0;

@@ -134,6 +134,18 @@ impl Pass<'_> {
             }
         }
         self.finish(consumer, feed, pending).await?;
+        if self.stop.is_cancelled() {
+            return Err(Error::DeadQueue {
+                queue: self.dead.to_owned(),
+                problem: format!(
+                    "pass was interrupted after {} of {ready} letter(s) ({} replayed, {} purged)",
+                    counts.seen, counts.replayed, counts.removed
+                ),
+                fix: "what was done stays done, and every letter it held was settled; run the \
+                      command again for the rest"
+                    .into(),
+            });
+        }
         Ok(counts)
     }
 
