@@ -20,6 +20,7 @@ use crate::error::{Error, Result};
 use futures_lite::StreamExt;
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicQosOptions};
+use lapin::protocol::BasicProperties;
 use lapin::types::FieldTable;
 use lapin::{Channel, Consumer, PublisherConfirm};
 use std::time::Duration;
@@ -78,18 +79,9 @@ impl Pass<'_> {
     /// properties to publish with).
     pub async fn run(
         &self,
-        mut visit: impl FnMut(&Delivery) -> (Action, Option<lapin::protocol::BasicProperties>),
+        mut visit: impl FnMut(&Delivery) -> (Action, Option<BasicProperties>),
     ) -> Result<Counts> {
-        let (ready, consumers) = inspect(self.channel, self.dead).await?;
-        if consumers > 0 {
-            return Err(Error::DeadQueue {
-                queue: self.dead.to_owned(),
-                problem: format!("has {consumers} consumer(s)"),
-                fix: "a dead-letter queue has none: is --queue the work queue, and is another \
-                      `warren dead` running? Wait for it, or stop what consumes this queue"
-                    .into(),
-            });
-        }
+        let ready = self.count().await?;
         let mut counts = Counts::default();
         if ready == 0 {
             return Ok(counts);
@@ -105,20 +97,9 @@ impl Pass<'_> {
             };
             counts.seen += 1;
             let (action, props) = visit(&delivery);
-            let confirm = match action {
-                Action::Keep => Some(self.publish(self.dead, &delivery, None).await?),
-                Action::Replay => {
-                    if let Some(pace) = pace.as_mut() {
-                        pace.tick().await;
-                    }
-                    counts.replayed += 1;
-                    Some(self.publish(self.work, &delivery, props).await?)
-                }
-                Action::Remove => {
-                    counts.removed += 1;
-                    None
-                }
-            };
+            let confirm = self
+                .carry_out(&delivery, action, props, &mut pace, &mut counts)
+                .await?;
             pending.push(Pending {
                 tag: delivery.delivery_tag,
                 confirm,
@@ -135,18 +116,50 @@ impl Pass<'_> {
         }
         self.finish(consumer, feed, pending).await?;
         if self.stop.is_cancelled() {
+            return Err(interrupted(self.dead, ready, &counts));
+        }
+        Ok(counts)
+    }
+
+    /// The messages in the dead-letter queue now; refuses a queue that
+    /// something consumes (not a dead-letter queue, or another pass).
+    async fn count(&self) -> Result<u32> {
+        let (ready, consumers) = inspect(self.channel, self.dead).await?;
+        if consumers > 0 {
             return Err(Error::DeadQueue {
                 queue: self.dead.to_owned(),
-                problem: format!(
-                    "pass was interrupted after {} of {ready} letter(s) ({} replayed, {} purged)",
-                    counts.seen, counts.replayed, counts.removed
-                ),
-                fix: "what was done stays done, and every letter it held was settled; run the \
-                      command again for the rest"
+                problem: format!("has {consumers} consumer(s)"),
+                fix: "a dead-letter queue has none: is --queue the work queue, and is another \
+                      `warren dead` running? Wait for it, or stop what consumes this queue"
                     .into(),
             });
         }
-        Ok(counts)
+        Ok(ready)
+    }
+
+    /// Publishes the copy `action` calls for (none for a removal).
+    async fn carry_out(
+        &self,
+        delivery: &Delivery,
+        action: Action,
+        props: Option<BasicProperties>,
+        pace: &mut Option<tokio::time::Interval>,
+        counts: &mut Counts,
+    ) -> Result<Option<PublisherConfirm>> {
+        Ok(match action {
+            Action::Keep => Some(self.publish(self.dead, delivery, None).await?),
+            Action::Replay => {
+                if let Some(pace) = pace.as_mut() {
+                    pace.tick().await;
+                }
+                counts.replayed += 1;
+                Some(self.publish(self.work, delivery, props).await?)
+            }
+            Action::Remove => {
+                counts.removed += 1;
+                None
+            }
+        })
     }
 
     async fn consume(&self) -> Result<Consumer> {
@@ -206,7 +219,7 @@ impl Pass<'_> {
         &self,
         queue: &str,
         delivery: &Delivery,
-        props: Option<lapin::protocol::BasicProperties>,
+        props: Option<BasicProperties>,
     ) -> Result<PublisherConfirm> {
         let props = props.unwrap_or_else(|| delivery.properties.clone());
         send(self.channel, queue, &delivery.data, props)
@@ -277,6 +290,19 @@ impl Pass<'_> {
         }
         let n = pending.len();
         self.settle(&mut pending, n).await
+    }
+}
+
+fn interrupted(dead: &str, ready: u32, counts: &Counts) -> Error {
+    Error::DeadQueue {
+        queue: dead.to_owned(),
+        problem: format!(
+            "pass was interrupted after {} of {ready} letter(s) ({} replayed, {} purged)",
+            counts.seen, counts.replayed, counts.removed
+        ),
+        fix: "what was done stays done, and every letter it held was settled; run the command \
+              again for the rest"
+            .into(),
     }
 }
 
