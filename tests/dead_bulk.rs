@@ -73,10 +73,9 @@ async fn ids(queue: &str) -> Vec<String> {
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_replay_killed_half_way_loses_nothing() {
-    let q = unique_queue("dead-kill");
-    dead_letters(&q, 1000, 100).await;
+/// `warren dead replay --rate rate` on `q`, once `n` letters are back in
+/// the work queue (its stderr piped).
+fn replaying(q: &str, rate: &str, n: u32) -> std::process::Child {
     let url = shared_url();
     let args = [
         "dead",
@@ -84,16 +83,28 @@ async fn a_replay_killed_half_way_loses_nothing() {
         "--amqp-url",
         &url,
         "--queue",
-        &q,
+        q,
         "--rate",
-        "250",
+        rate,
     ];
-    let mut child = command(&args).spawn().unwrap();
+    let child = command(&args)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
     let started = Instant::now();
-    while ready(&q) < 300 {
+    while ready(q) < n {
         assert!(started.elapsed() < LIMIT, "the replay never got going");
         std::thread::sleep(Duration::from_millis(20));
     }
+    child
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_replay_killed_half_way_loses_nothing() {
+    let q = unique_queue("dead-kill");
+    dead_letters(&q, 1000, 100).await;
+    let url = shared_url();
+    let mut child = replaying(&q, "250", 300);
     child.kill().unwrap();
     child.wait().unwrap();
     let (work, dead) = (ready(&q), ready(&format!("{q}.dead")));
@@ -113,25 +124,7 @@ async fn an_interrupted_replay_settles_what_it_holds_and_says_so() {
     let q = unique_queue("dead-int");
     dead_letters(&q, 300, 100).await;
     let url = shared_url();
-    let args = [
-        "dead",
-        "replay",
-        "--amqp-url",
-        &url,
-        "--queue",
-        &q,
-        "--rate",
-        "100",
-    ];
-    let child = command(&args)
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let started = Instant::now();
-    while ready(&q) < 50 {
-        assert!(started.elapsed() < LIMIT, "the replay never got going");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let child = replaying(&q, "100", 50);
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
     let out = child.wait_with_output().unwrap();
     let said = String::from_utf8_lossy(&out.stderr);

@@ -46,6 +46,19 @@ pub struct Filter {
     reason: Option<String>,
 }
 
+/// What `replay` and `purge` act on, and whether only to show it.
+#[derive(Debug, Args)]
+pub struct Pick {
+    #[command(flatten)]
+    filter: Filter,
+    /// Only these message ids (repeat the flag for more).
+    #[arg(long = "message-id", value_name = "ID")]
+    ids: Vec<String>,
+    /// Print what would be done; change nothing.
+    #[arg(long)]
+    dry_run: bool,
+}
+
 #[derive(Debug, Args)]
 pub struct ListArgs {
     #[command(flatten)]
@@ -70,13 +83,7 @@ pub struct ReplayArgs {
     #[command(flatten)]
     target: Target,
     #[command(flatten)]
-    filter: Filter,
-    /// Only these message ids (repeat the flag for more).
-    #[arg(long = "message-id", value_name = "ID")]
-    ids: Vec<String>,
-    /// Print what would be replayed; change nothing.
-    #[arg(long)]
-    dry_run: bool,
+    pick: Pick,
     /// At most this many messages per second.
     #[arg(long, value_name = "N")]
     rate: Option<u32>,
@@ -87,13 +94,7 @@ pub struct PurgeArgs {
     #[command(flatten)]
     target: Target,
     #[command(flatten)]
-    filter: Filter,
-    /// Only these message ids (repeat the flag for more).
-    #[arg(long = "message-id", value_name = "ID")]
-    ids: Vec<String>,
-    /// Print what would be removed; change nothing.
-    #[arg(long)]
-    dry_run: bool,
+    pick: Pick,
     /// Really remove them.
     #[arg(long)]
     yes: bool,
@@ -149,8 +150,8 @@ fn parse(command: DeadCommand) -> Result<(Target, Command, Option<PathBuf>)> {
                     message: "0 replays nothing; give messages per second (1 or more)".into(),
                 });
             }
-            let selection = a.filter.selection(a.ids)?;
-            let (dry_run, rate) = (a.dry_run, a.rate);
+            let selection = a.pick.filter.selection(a.pick.ids)?;
+            let (dry_run, rate) = (a.pick.dry_run, a.rate);
             let command = Command::Replay {
                 selection,
                 dry_run,
@@ -159,7 +160,7 @@ fn parse(command: DeadCommand) -> Result<(Target, Command, Option<PathBuf>)> {
             (a.target, command, None)
         }
         DeadCommand::Purge(a) => {
-            if !a.yes && !a.dry_run {
+            if !a.yes && !a.pick.dry_run {
                 return Err(Error::Usage {
                     flag: "--yes".into(),
                     message: "purge removes dead letters for good: add --yes, or --dry-run to see \
@@ -167,8 +168,8 @@ fn parse(command: DeadCommand) -> Result<(Target, Command, Option<PathBuf>)> {
                         .into(),
                 });
             }
-            let selection = a.filter.selection(a.ids)?;
-            let dry_run = a.dry_run;
+            let selection = a.pick.filter.selection(a.pick.ids)?;
+            let dry_run = a.pick.dry_run;
             (a.target, Command::Purge { selection, dry_run }, None)
         }
         DeadCommand::Export(a) => {

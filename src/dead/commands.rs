@@ -22,10 +22,10 @@ pub(super) async fn run(mut pass: Pass<'_>, command: Command, out: &mut dyn Writ
             rate,
         } => {
             pass.rate = rate;
-            replay(&pass, selection, dry_run, &mut output).await?;
+            act(&pass, selection, Action::Replay, dry_run, &mut output).await?;
         }
         Command::Purge { selection, dry_run } => {
-            purge(&pass, selection, dry_run, &mut output).await?;
+            act(&pass, selection, Action::Remove, dry_run, &mut output).await?;
         }
         Command::Export { mut selection } => {
             pass.run(|d| {
@@ -41,14 +41,19 @@ pub(super) async fn run(mut pass: Pass<'_>, command: Command, out: &mut dyn Writ
     output.finish()
 }
 
-/// `replay`: the selected letters go back to the work queue (a dry run
-/// prints them instead).
-async fn replay(
+/// `replay` (to the work queue) or `purge` (`Action::Remove`) of the
+/// selected letters; a dry run prints them and changes nothing.
+async fn act(
     pass: &Pass<'_>,
     mut selection: Selection,
+    action: Action,
     dry_run: bool,
     output: &mut Output<'_>,
 ) -> Result<()> {
+    let verb = match action {
+        Action::Replay => "replay",
+        _ => "purge",
+    };
     let counts = pass
         .run(|d| {
             let letter = read(d);
@@ -56,45 +61,19 @@ async fn replay(
                 return (Action::Keep, None);
             }
             if dry_run {
-                output.line(&format!("would replay {}", render::row(&letter, &d.data)));
+                output.line(&format!("would {verb} {}", render::row(&letter, &d.data)));
                 return (Action::Keep, None);
             }
-            (Action::Replay, Some(replay_properties(&d.properties)))
+            let props = (action == Action::Replay).then(|| replay_properties(&d.properties));
+            (action, props)
         })
         .await?;
-    let (verb, n) = match dry_run {
-        true => ("would replay", selection.picked),
-        false => ("replayed", counts.replayed),
+    let (done, n) = match (dry_run, action) {
+        (true, _) => (format!("would {verb}"), selection.picked),
+        (false, Action::Replay) => ("replayed".into(), counts.replayed),
+        (false, _) => ("purged".into(), counts.removed),
     };
-    output.line(&report(&counts, verb, n, pass.dead));
-    Ok(())
-}
-
-/// `purge`: the selected letters are removed (a dry run prints them instead).
-async fn purge(
-    pass: &Pass<'_>,
-    mut selection: Selection,
-    dry_run: bool,
-    output: &mut Output<'_>,
-) -> Result<()> {
-    let counts = pass
-        .run(|d| {
-            let letter = read(d);
-            match (selection.pick(&letter), dry_run) {
-                (false, _) => (Action::Keep, None),
-                (true, true) => {
-                    output.line(&format!("would purge {}", render::row(&letter, &d.data)));
-                    (Action::Keep, None)
-                }
-                (true, false) => (Action::Remove, None),
-            }
-        })
-        .await?;
-    let (verb, n) = match dry_run {
-        true => ("would purge", selection.picked),
-        false => ("purged", counts.removed),
-    };
-    output.line(&report(&counts, verb, n, pass.dead));
+    output.line(&report(&counts, &done, n, pass.dead));
     Ok(())
 }
 
