@@ -55,5 +55,7 @@ COPY --from=build /out/warren /usr/local/bin/warren
 USER 65532:65532
 # /livez, /readyz and /metrics (server.listen, default 0.0.0.0:9090).
 EXPOSE 9090
+# No init: as PID 1, `warren work` reaps the orphans exec programs leave behind
+# (docs/handlers.md, "In a container").
 ENTRYPOINT ["warren"]
 CMD ["work"]

@@ -5,6 +5,7 @@
 //!           ├─ queue-depth poller (on the pool's spare channel)
 //!           ├─ handler readiness poller                  → Health
 //!           ├─ pod-deletion-cost updater (kube.pod_deletion_cost)
+//!           ├─ orphan reaper, as PID 1 only (opt-in; the binary turns it on)
 //!           └─ HTTP server /livez /readyz /metrics (opt-in; the binary turns it on)
 //! ```
 //! The parts never start each other: each takes what it needs (the shared
@@ -15,7 +16,7 @@ use crate::error::Result;
 use crate::handler::Handler;
 use crate::health::{Health, Phase};
 use crate::pool::Pool;
-use crate::{pod_cost, queue_depth, server};
+use crate::{pod_cost, queue_depth, reaper, server};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -31,6 +32,9 @@ pub struct App<H> {
     health: Arc<Health>,
     /// Serve /livez, /readyz and /metrics on `server.listen`.
     http_server: bool,
+    /// Reap orphaned processes when running as PID 1. Off for library
+    /// users: their process may wait for children the reaper cannot know.
+    reap_orphans: bool,
 }
 
 impl<H: Handler> App<H> {
@@ -44,6 +48,7 @@ impl<H: Handler> App<H> {
             handler,
             health: Arc::default(),
             http_server: false,
+            reap_orphans: false,
         }
     }
 
@@ -59,6 +64,14 @@ impl<H: Handler> App<H> {
     /// Also serve /livez, /readyz and /metrics on `server.listen`.
     pub fn serve_http(mut self) -> Self {
         self.http_server = true;
+        self
+    }
+
+    /// Also reap orphaned processes when this process is PID 1 (a container
+    /// without an init); see [`reaper`] for how children Warren waits for
+    /// itself are left alone.
+    pub fn reap_orphans(mut self) -> Self {
+        self.reap_orphans = true;
         self
     }
 
@@ -88,6 +101,7 @@ impl<H: Handler> App<H> {
             config,
             handler,
             health,
+            reap_orphans,
             ..
         } = self;
         let handler = Arc::new(handler);
@@ -118,6 +132,7 @@ impl<H: Handler> App<H> {
             config.kube.clone(),
             background.clone(),
         ));
+        start_reaper(reap_orphans, &background);
         let result = pool.run(handler, shutdown).await;
         health.set_phase(Phase::Stopped);
         background.cancel();
@@ -136,6 +151,14 @@ pub async fn run<H: Handler>(
     shutdown: CancellationToken,
 ) -> Result<()> {
     App::new(config, handler).run(shutdown).await
+}
+
+/// The orphan reaper, when it was asked for and this process is PID 1.
+fn start_reaper(asked: bool, stop: &CancellationToken) {
+    if asked && reaper::is_init() {
+        info!("running as PID 1: reaping orphaned processes");
+        tokio::spawn(reaper::run(stop.clone()));
+    }
 }
 
 /// Asks the handler whether it is ready every couple of seconds, so

@@ -128,6 +128,7 @@ pub async fn run(cli: Cli, shutdown: CancellationToken) -> Result<()> {
             let handler = Builtin::from_config(&loaded.config)?;
             App::from_loaded(loaded, handler)
                 .serve_http()
+                .reap_orphans()
                 .run(shutdown)
                 .await
         }

@@ -3,9 +3,9 @@
 //! updater and library users read it. It imports nothing but the metrics, so
 //! everything above can share it without depending on each other.
 
-use crate::metrics::Metrics;
+use crate::metrics::{InFlight, Metrics};
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU8, Ordering};
 use tokio_util::sync::CancellationToken;
 
 /// What the supervisor is doing; only `Consuming` is ready.
@@ -67,6 +67,11 @@ pub struct Health {
     /// The current session's "reconnect now" token and why it was cancelled:
     /// a stall that lasts is cured by a new connection and consumer.
     reconnect: Mutex<(CancellationToken, Option<String>)>,
+    /// The most tasks in flight at once since the last
+    /// [`take_in_flight_peak`](Health::take_in_flight_peak): the
+    /// pod-deletion-cost updater samples every few seconds and must not
+    /// miss the quick tasks that start and end between two samples.
+    in_flight_peak: AtomicI64,
     /// Every metric of this process.
     pub metrics: Metrics,
 }
@@ -79,6 +84,7 @@ impl Default for Health {
             node: Mutex::new(None),
             queue_problem: Mutex::new(None),
             reconnect: Mutex::new((CancellationToken::new(), None)),
+            in_flight_peak: AtomicI64::new(0),
             metrics: Metrics::new(),
         }
     }
@@ -119,6 +125,22 @@ impl Health {
     /// Deliveries this process holds unacked and is working on.
     pub fn in_flight(&self) -> i64 {
         self.metrics.in_flight.get()
+    }
+
+    /// Counts a task in flight until the guard drops (see
+    /// [`Metrics::track_in_flight`]), and in the peak.
+    pub fn track_in_flight(&self) -> InFlight<'_> {
+        let guard = self.metrics.track_in_flight();
+        self.in_flight_peak
+            .fetch_max(self.in_flight(), Ordering::Relaxed);
+        guard
+    }
+
+    /// The most tasks in flight at once since the previous call (at least
+    /// as many as now), starting a new period.
+    pub fn take_in_flight_peak(&self) -> i64 {
+        let now = self.in_flight();
+        self.in_flight_peak.swap(now, Ordering::Relaxed).max(now)
     }
 
     /// Records what the supervisor does now (and whether it is connected).
@@ -169,6 +191,20 @@ impl Health {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_in_flight_peak_sees_tasks_that_came_and_went() {
+        let h = Health::default();
+        assert_eq!(h.take_in_flight_peak(), 0);
+        let (a, b) = (h.track_in_flight(), h.track_in_flight());
+        drop((a, b));
+        let c = h.track_in_flight();
+        assert_eq!(h.take_in_flight_peak(), 2, "two at once, then one");
+        assert_eq!(h.take_in_flight_peak(), 1, "one still runs");
+        drop(c);
+        assert_eq!(h.take_in_flight_peak(), 1, "it ran during this period");
+        assert_eq!(h.take_in_flight_peak(), 0);
+    }
 
     #[test]
     fn only_consuming_with_a_ready_handler_is_ready() {

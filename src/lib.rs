@@ -20,6 +20,8 @@
 //! - [`server`]: /livez, /readyz and /metrics over the health.
 //! - [`queue_depth`]: polled queue depths for the dashboard.
 //! - [`pod_cost`]: this pod's pod-deletion-cost, so scale-down removes idle pods first.
+//! - [`reaper`]: as PID 1, reaps orphaned processes without taking the exit
+//!   statuses the exec handler waits for.
 //! - [`redact`]: URL parsing and password redaction, used by every part that prints a URL.
 //! - [`dead`]: `warren dead …`, the dead-letter queue for operators.
 //! - [`status`]: the `warren status` queue report.
@@ -29,7 +31,7 @@
 //!
 //! Dependencies point one way: `app` and `cli` at the top; `pool`, `server`,
 //! `queue_depth` and `pod_cost` in the middle, sharing only [`health`];
-//! `config`, `amqp`, `handler`, `metrics` below them.
+//! `config`, `amqp`, `handler`, `metrics` below them; `reaper` at the bottom.
 //!
 //! # The path of one delivery
 //! `pool::supervisor` takes a free worker slot, then a delivery; it becomes a
@@ -57,6 +59,7 @@ pub mod metrics;
 pub mod pod_cost;
 pub mod pool;
 pub mod queue_depth;
+pub mod reaper;
 pub mod redact;
 pub mod server;
 pub mod shutdown;

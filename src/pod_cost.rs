@@ -3,10 +3,21 @@
 //! When an HPA or KEDA scales a Deployment down, the ReplicaSet controller
 //! deletes the pods with the lowest `controller.kubernetes.io/pod-deletion-cost`
 //! first. With `kube.pod_deletion_cost` on, Warren keeps its own pod's
-//! annotation equal to its in-flight task count — patched at most every
-//! `kube.update_interval` and only when the value changed — so idle pods go
+//! annotation at the bucket of its in-flight task count, so idle pods go
 //! first and fewer tasks are interrupted. Any failure (not in a cluster, no
 //! RBAC) is one warning and a metric; the pool keeps working.
+//!
+//! # Buckets, not counts
+//! Kubernetes asks not to update the annotation on every metric change: each
+//! PATCH is a pod update every controller watching pods hears about. The
+//! cost is therefore a bucket ([`cost`]): 0 when idle, then 1, 10, 100, …
+//! (the largest power of ten not above the in-flight count). Idle-or-busy is
+//! what matters most; the powers of ten keep a pod running dozens of tasks
+//! behind one running a few. Every `kube.update_interval` the updater takes
+//! the *peak* in-flight count of the interval
+//! ([`Health::take_in_flight_peak`]), so a pod is idle only after a whole
+//! interval without a task (not between two quick ones), and patches the
+//! pod only when the bucket changes.
 
 use crate::health::Health;
 use std::sync::Arc;
@@ -16,9 +27,15 @@ use tracing::{debug, warn};
 /// The annotation the ReplicaSet controller reads.
 pub const ANNOTATION: &str = "controller.kubernetes.io/pod-deletion-cost";
 
-/// The cost for a given number of in-flight tasks (the annotation is int32).
+/// The cost bucket for a number of in-flight tasks: 0 when idle, else the
+/// largest power of ten not above it (1–9 → 1, 10–99 → 10, …; at most 10⁹,
+/// which fits the annotation's int32).
 pub fn cost(in_flight: i64) -> i32 {
-    in_flight.clamp(0, i64::from(i32::MAX)) as i32
+    if in_flight <= 0 {
+        return 0;
+    }
+    let in_flight = in_flight.min(i64::from(i32::MAX));
+    10i32.pow(in_flight.ilog10())
 }
 
 /// The merge patch that sets the annotation.
@@ -59,7 +76,7 @@ pub async fn run(health: Arc<Health>, config: crate::config::KubeConfig, stop: C
             _ = stop.cancelled() => return,
             _ = ticker.tick() => {}
         }
-        let cost = cost(health.in_flight());
+        let cost = cost(health.take_in_flight_peak());
         if last == Some(cost) {
             continue;
         }
@@ -74,7 +91,7 @@ pub async fn run(health: Arc<Health>, config: crate::config::KubeConfig, stop: C
                 if !warned {
                     warn!(
                         "cannot patch {ANNOTATION} on pod {namespace}/{pod}: {e}; the pod needs RBAC \
-                         get/patch on pods in its namespace (the Helm chart creates it with \
+                         `patch` on pods in its namespace (the Helm chart creates it with \
                          podDeletionCost.enabled). The pool keeps working; retrying quietly"
                     );
                     warned = true;
@@ -125,14 +142,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn cost_tracks_in_flight_and_fits_int32() {
-        assert_eq!(cost(0), 0);
-        assert_eq!(cost(7), 7);
-        assert_eq!(cost(-1), 0);
-        assert_eq!(cost(i64::MAX), i32::MAX);
+    fn cost_is_a_bucket_that_fits_int32() {
+        let buckets: Vec<i32> = [0, -1, 1, 7, 9, 10, 99, 100, 250, 1000]
+            .into_iter()
+            .map(cost)
+            .collect();
+        assert_eq!(buckets, [0, 0, 1, 1, 1, 10, 10, 100, 100, 1000]);
+        assert_eq!(cost(i64::MAX), 1_000_000_000);
         assert_eq!(
-            patch_body(3).to_string(),
-            r#"{"metadata":{"annotations":{"controller.kubernetes.io/pod-deletion-cost":"3"}}}"#
+            patch_body(10).to_string(),
+            r#"{"metadata":{"annotations":{"controller.kubernetes.io/pod-deletion-cost":"10"}}}"#
         );
     }
 }

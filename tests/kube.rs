@@ -11,7 +11,7 @@ use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use support::broker::{self, shared_url, unique_queue};
-use support::proc::{Warren, command, work_command};
+use support::proc::{Warren, command, run, work_command};
 
 const LIMIT: Duration = Duration::from_secs(60);
 
@@ -84,6 +84,17 @@ async fn fake_api(status: StatusCode, dir: &std::path::Path) -> (Api, std::path:
 }
 
 fn worker(url: &str, q: &str, kubeconfig: &std::path::Path) -> Warren {
+    worker_with(url, q, kubeconfig, "4", "1s", "200ms")
+}
+
+fn worker_with(
+    url: &str,
+    q: &str,
+    kubeconfig: &std::path::Path,
+    concurrency: &str,
+    per_dot: &str,
+    interval: &str,
+) -> Warren {
     let mut cmd = command(&[
         "work",
         "--amqp-url",
@@ -91,17 +102,29 @@ fn worker(url: &str, q: &str, kubeconfig: &std::path::Path) -> Warren {
         "--queue",
         q,
         "--concurrency",
-        "4",
+        concurrency,
         "--per-dot",
-        "1s",
+        per_dot,
     ]);
     cmd.env("WARREN_KUBE_POD_DELETION_COST", "true")
-        .env("WARREN_KUBE_UPDATE_INTERVAL", "200ms")
+        .env("WARREN_KUBE_UPDATE_INTERVAL", interval)
         .env("POD_NAME", "warren-0")
         .env("POD_NAMESPACE", "jobs")
         .env("KUBECONFIG", kubeconfig)
         .env_remove("KUBERNETES_SERVICE_HOST");
     Warren::spawn_with("kube", cmd)
+}
+
+/// The annotation's value in each request so far.
+fn costs(api: &Api) -> Vec<String> {
+    let seen = api.seen.lock().unwrap().clone();
+    seen.iter()
+        .map(|s| {
+            let v =
+                &s.body["metadata"]["annotations"]["controller.kubernetes.io/pod-deletion-cost"];
+            v.as_str().unwrap_or("(not a string)").to_owned()
+        })
+        .collect()
 }
 
 async fn wait_for_cost(api: &Api, cost: &str) {
@@ -132,7 +155,8 @@ async fn the_pod_annotation_follows_in_flight_tasks() {
     w.wait_ready().await;
     wait_for_cost(&api, "0").await;
     broker::publish(&url, &q, &[b"two..", b"three..."]).await;
-    wait_for_cost(&api, "2").await;
+    // Two in flight: the 1–9 bucket.
+    wait_for_cost(&api, "1").await;
     w.wait_acked(2, LIMIT).await;
     wait_for_cost(&api, "0").await;
 
@@ -149,19 +173,62 @@ async fn the_pod_annotation_follows_in_flight_tasks() {
             s.body
         );
     }
-    let values: Vec<String> = seen
-        .iter()
-        .map(|s| {
-            s.body["metadata"]["annotations"]["controller.kubernetes.io/pod-deletion-cost"]
-                .as_str()
-                .unwrap()
-                .to_owned()
-        })
-        .collect();
+    let values = costs(&api);
     assert!(
         values.windows(2).all(|w| w[0] != w[1]),
         "patched only when the value changed: {values:?}"
     );
+    assert_eq!(w.metric("warren_pod_deletion_cost"), 0.0);
+    broker::cleanup(&url, &q).await;
+}
+
+/// Hundreds of quick tasks, published as a burst and then a trickle, with
+/// in-flight moving between 0 and 16: the pod is patched when the cost
+/// bucket changes, not per task nor per sample.
+#[tokio::test(flavor = "multi_thread")]
+async fn under_load_the_pod_is_patched_per_bucket_change() {
+    const BURST: usize = 800;
+    const TRICKLE: usize = 40;
+    let dir = tempfile::tempdir().unwrap();
+    let (api, kubeconfig) = fake_api(StatusCode::OK, dir.path()).await;
+    let url = shared_url();
+    let q = unique_queue("kube_load");
+    let w = worker_with(&url, &q, &kubeconfig, "16", "10ms", "200ms");
+    w.wait_ready().await;
+    wait_for_cost(&api, "0").await;
+    // 1 to 6 dots, 10–60 ms each: with 16 workers in-flight swings around 10.
+    let lines: String = (0..BURST).map(|i| ".".repeat(1 + i % 6) + "\n").collect();
+    let file = dir.path().join("burst.txt");
+    std::fs::write(&file, lines).unwrap();
+    let args = ["publish", "--amqp-url", &url, "--queue", &q, "--file"];
+    let out = run(&[&args[..], &[file.to_str().unwrap()]].concat(), LIMIT);
+    assert!(out.status.success(), "{}", support::proc::text(&out));
+    // Then one by one (a connection each, ~20/s): busy with gaps of ~50 ms.
+    let trickle: Vec<&[u8]> = vec![b"."; TRICKLE];
+    broker::publish(&url, &q, &trickle).await;
+    w.wait_acked(BURST + TRICKLE, LIMIT).await;
+    wait_for_cost(&api, "0").await;
+    // More intervals pass: an idle pod is not patched again.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    let values = costs(&api);
+    assert_eq!(values.last().map(String::as_str), Some("0"), "{values:?}");
+    assert!(
+        values
+            .iter()
+            .all(|v| ["0", "1", "10"].contains(&v.as_str())),
+        "only buckets: {values:?}"
+    );
+    assert!(
+        values.contains(&"10".to_owned()),
+        "10+ in flight: {values:?}"
+    );
+    assert!(
+        values.windows(2).all(|w| w[0] != w[1]),
+        "patched only when the bucket changed: {values:?}"
+    );
+    // Hundreds of tasks; the bucket changes a handful of times.
+    assert!(values.len() <= 8, "{} PATCHes: {values:?}", values.len());
     assert_eq!(w.metric("warren_pod_deletion_cost"), 0.0);
     broker::cleanup(&url, &q).await;
 }

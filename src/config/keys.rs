@@ -223,7 +223,7 @@ pub static KEYS: &[Key] = &[
     key("server.queue_poll_interval", "queue-poll-interval", Work, "DURATION", Text,
         "how often `warren_queue_*` gauges are refreshed (must be above 0)"),
     key("kube.pod_deletion_cost", "pod-deletion-cost", Work, "BOOL", Yaml,
-        "keep this pod's pod-deletion-cost equal to its in-flight tasks (needs POD_NAME, POD_NAMESPACE, RBAC)"),
+        "set this pod's pod-deletion-cost from its in-flight tasks: 0 idle, then 1, 10, 100, … (needs POD_NAME, POD_NAMESPACE, RBAC patch)"),
     key("kube.update_interval", "pod-deletion-cost-interval", Work, "DURATION", Text,
-        "at most one pod-deletion-cost PATCH per interval (must be above 0)"),
+        "how often the cost is recomputed (from the peak in-flight); a PATCH only when its bucket changes (must be above 0)"),
 ];

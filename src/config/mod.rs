@@ -352,11 +352,13 @@ impl Default for ServerConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct KubeConfig {
-    /// Keep this pod's `controller.kubernetes.io/pod-deletion-cost` equal to
-    /// its in-flight tasks so scale-down removes idle pods first. Needs
-    /// POD_NAME/POD_NAMESPACE and RBAC get/patch on pods.
+    /// Keep this pod's `controller.kubernetes.io/pod-deletion-cost` at the
+    /// bucket of its in-flight tasks (0 idle, then 1, 10, 100, …) so
+    /// scale-down removes idle pods first. Needs POD_NAME/POD_NAMESPACE and
+    /// RBAC `patch` on pods.
     pub pod_deletion_cost: bool,
-    /// At most one PATCH per interval, and only when the value changed.
+    /// How often the cost is computed, from the peak in-flight count of
+    /// the interval; the pod is patched only when the bucket changes.
     #[serde(with = "duration::single")]
     pub update_interval: Duration,
 }

@@ -31,7 +31,7 @@ pub(super) async fn process<H: Handler>(
     let span = crate::telemetry::span::task(fields, slot.id());
     async move {
         let metrics = &ctx.health.metrics;
-        let _in_flight = metrics.track_in_flight();
+        let _in_flight = ctx.health.track_in_flight();
         if task.redelivered {
             metrics.redelivered.inc();
             warn!("redelivered: a worker may have died while running it before");

@@ -16,7 +16,20 @@ pub fn warren_bin() -> &'static str {
 
 /// A `warren` command with a clean WARREN_* environment.
 pub fn command(args: &[&str]) -> Command {
-    let mut cmd = Command::new(warren_bin());
+    wrapped_command(&[], args)
+}
+
+/// [`command`] run through a wrapper (`unshare --pid --fork …`): the
+/// wrapper's argv, then the warren binary and `args`.
+pub fn wrapped_command(wrapper: &[&str], args: &[&str]) -> Command {
+    let mut cmd = match wrapper.split_first() {
+        Some((program, rest)) => {
+            let mut cmd = Command::new(program);
+            cmd.args(rest).arg(warren_bin());
+            cmd
+        }
+        None => Command::new(warren_bin()),
+    };
     cmd.args(args);
     for (k, _) in std::env::vars() {
         if k.starts_with("WARREN_") {

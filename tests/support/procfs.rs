@@ -65,3 +65,24 @@ pub fn entries(pid: libc::pid_t, file: &str) -> Vec<Vec<u8>> {
         })
         .unwrap_or_default()
 }
+
+/// State letter of `pid` (`b'Z'` for a zombie), None if it is gone.
+pub fn state(pid: libc::pid_t) -> Option<u8> {
+    stat(pid).map(|(_, state)| state)
+}
+
+/// Children of `pid` (zombies included), from every thread's
+/// `/proc/<pid>/task/<tid>/children`.
+pub fn children(pid: libc::pid_t) -> Vec<libc::pid_t> {
+    let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    tasks
+        .filter_map(|t| fs::read_to_string(t.ok()?.path().join("children")).ok())
+        .flat_map(|text| {
+            text.split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}

@@ -61,7 +61,8 @@ impl Group {
         HOOK.call_once(|| unsafe {
             libc::atexit(kill_live_groups);
         });
-        let child = cmd.process_group(0).spawn()?;
+        // Claimed: as PID 1, the orphan reaper leaves the leader to us.
+        let child = crate::reaper::spawn(cmd.process_group(0))?;
         let pid = libc::pid_t::try_from(child.id()).expect("pids fit in pid_t");
         lock_live().insert(pid);
         let group = Group {
@@ -172,16 +173,15 @@ fn reap(pid: libc::pid_t, flags: libc::c_int) -> bool {
         let mut status = 0;
         // SAFETY: `status` is a valid out pointer.
         let rc = unsafe { libc::waitpid(pid, &mut status, flags) };
-        if rc == pid {
-            return true;
-        }
         if rc == 0 {
             return false;
         }
-        match io::Error::last_os_error().raw_os_error() {
-            Some(libc::EINTR) => continue,
-            _ => return true, // ECHILD: nothing left to reap
+        if rc == -1 && io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
+            continue;
         }
+        // Reaped, or ECHILD: nothing left to reap.
+        crate::reaper::release(pid);
+        return true;
     }
 }
 
