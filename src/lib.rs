@@ -22,7 +22,8 @@
 //! - [`redact`]: URL parsing and password redaction, used by every part that prints a URL.
 //! - [`status`]: the `warren status` queue report.
 //! - [`shutdown`]: SIGTERM / ctrl-c → a [`CancellationToken`].
-//! - [`telemetry`]: log output (text or JSON), task spans, OTLP traces.
+//! - [`telemetry`]: log output (text or JSON, through a writer that never
+//!   blocks a task), task spans, OTLP traces.
 //! - [`cli`]: the command-line surface used by the `warren` binary.
 //!
 //! Dependencies point one way: `app` and `cli` at the top; `pool`, `server`,
