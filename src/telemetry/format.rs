@@ -9,7 +9,7 @@
 use std::fmt;
 use tracing::field::{Field, Visit};
 use tracing_subscriber::field::{RecordFields, VisitOutput};
-use tracing_subscriber::fmt::format::{DefaultVisitor, JsonVisitor, Writer};
+use tracing_subscriber::fmt::format::{DefaultVisitor, Writer};
 use tracing_subscriber::fmt::{FormatFields, FormattedFields, MakeWriter};
 use tracing_subscriber::{Layer, Registry};
 
@@ -27,7 +27,7 @@ where
         .with_ansi(ansi)
         .with_writer(writer);
     if json {
-        let json = fmt.json().with_current_span(true).with_span_list(false);
+        let json = fmt.event_format(super::json::JsonLines);
         Box::new(json.fmt_fields(LogFields { json: true }))
     } else {
         Box::new(fmt.fmt_fields(LogFields { json: false }))
@@ -40,8 +40,8 @@ fn trace_only(field: &Field) -> bool {
     name.starts_with("otel.") || name.starts_with("messaging.")
 }
 
-/// Formats fields as text (`key=value`) or a JSON object, without the
-/// trace-only ones.
+/// Formats fields as text (`key=value`) or JSON (`"key":value` pairs, for
+/// [`super::json::JsonLines`] to put in an object), without the trace-only ones.
 #[derive(Debug, Clone, Copy)]
 pub struct LogFields {
     json: bool,
@@ -50,9 +50,9 @@ pub struct LogFields {
 impl<'w> FormatFields<'w> for LogFields {
     fn format_fields<R: RecordFields>(&self, mut writer: Writer<'w>, fields: R) -> fmt::Result {
         if self.json {
-            let mut visitor = JsonVisitor::new(&mut writer);
+            let mut visitor = super::json::Fields::new(&mut writer);
             fields.record(&mut LogOnly(&mut visitor));
-            visitor.finish()
+            visitor.result
         } else {
             let mut visitor = DefaultVisitor::new(writer, true);
             fields.record(&mut LogOnly(&mut visitor));
@@ -60,8 +60,7 @@ impl<'w> FormatFields<'w> for LogFields {
         }
     }
 
-    /// Fields recorded after a span started: appended (text) or merged into
-    /// the span's object (JSON), skipping trace-only ones.
+    /// Fields recorded after a span started: appended, skipping trace-only ones.
     fn add_fields(
         &self,
         current: &'w mut FormattedFields<Self>,
@@ -69,21 +68,10 @@ impl<'w> FormatFields<'w> for LogFields {
     ) -> fmt::Result {
         let mut new = String::new();
         self.format_fields(Writer::new(&mut new), fields)?;
-        if new.is_empty() || new == "{}" {
-            return Ok(());
+        if !new.is_empty() && !current.fields.is_empty() {
+            current.fields.push(if self.json { ',' } else { ' ' });
         }
-        if current.fields.is_empty() {
-            current.fields = new;
-        } else if self.json {
-            type Object = serde_json::Map<String, serde_json::Value>;
-            let parse = |s: &str| serde_json::from_str::<Object>(s).map_err(|_| fmt::Error);
-            let mut merged = parse(&current.fields)?;
-            merged.extend(parse(&new)?);
-            current.fields = serde_json::Value::Object(merged).to_string();
-        } else {
-            current.fields.push(' ');
-            current.fields.push_str(&new);
-        }
+        current.fields.push_str(&new);
         Ok(())
     }
 }
@@ -137,13 +125,20 @@ mod tests {
 
     /// The lines `emit` logs through [`layer`] in the given format.
     fn logged(json: bool, emit: impl FnOnce()) -> String {
+        logged_by(|writer| layer(json, false, writer), emit)
+    }
+
+    /// The lines `emit` logs through the layer `make` builds.
+    fn logged_by(make: impl FnOnce(Writes) -> BoxedLayer, emit: impl FnOnce()) -> String {
         let out = Arc::new(Mutex::new(Vec::new()));
         let sink = out.clone();
-        let writer = move || Sink(sink.clone());
-        let subscriber = tracing_subscriber::registry().with(layer(json, false, writer));
+        let writer: Writes = Box::new(move || Sink(sink.clone()));
+        let subscriber = tracing_subscriber::registry().with(make(writer));
         tracing::subscriber::with_default(subscriber, emit);
         String::from_utf8(out.lock().unwrap().clone()).unwrap()
     }
+
+    type Writes = Box<dyn Fn() -> Sink + Send + Sync>;
 
     struct Sink(Arc<Mutex<Vec<u8>>>);
 
@@ -194,5 +189,38 @@ mod tests {
         let keys: Vec<&str> = span.keys().map(String::as_str).collect();
         assert_eq!(keys, ["attempt", "id", "late", "name", "worker"], "{line}");
         assert_eq!(v["fields"]["message"], " [x] Done");
+    }
+
+    #[test]
+    fn json_lines_are_the_objects_tracing_subscriber_writes() {
+        let emit = || {
+            let span = tracing::info_span!("task", id = %"ab\"c", worker = 2_u64, n = -3_i64);
+            span.in_scope(|| {
+                let error = std::io::Error::other("boom");
+                tracing::warn!(ok = true, ratio = 0.5, text = "a\nb", error = %error, "said \"hi\"");
+            });
+            tracing::info!(r#type = "raw", "outside");
+        };
+        let ours = logged(true, emit);
+        let stock = logged_by(
+            |writer| {
+                let fmt = tracing_subscriber::fmt::layer()
+                    .with_target(false)
+                    .with_writer(writer);
+                Box::new(fmt.json().with_current_span(true).with_span_list(false))
+            },
+            emit,
+        );
+        let objects = |text: &str| -> Vec<serde_json::Value> {
+            let mut lines: Vec<serde_json::Value> = text
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect();
+            for line in &mut lines {
+                line.as_object_mut().unwrap().remove("timestamp").unwrap();
+            }
+            lines
+        };
+        assert_eq!(objects(&ours), objects(&stock), "{ours}\n{stock}");
     }
 }

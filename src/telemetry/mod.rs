@@ -16,6 +16,7 @@
 //! - [`span`]: the span each task runs in.
 
 pub mod format;
+pub mod json;
 pub mod propagate;
 pub mod span;
 pub mod writer;
@@ -37,9 +38,16 @@ const DEFAULT_FILTER: &str = "info,lapin=off";
 /// OpenTelemetry attributes (building them costs every task).
 static EXPORTING: AtomicBool = AtomicBool::new(false);
 
-/// True when an OpenTelemetry layer is installed (see [`init`]).
+/// True when task spans carry the OpenTelemetry attributes: [`init`]
+/// installed an OpenTelemetry layer, or [`set_exporting`] said so.
 pub fn exporting() -> bool {
     EXPORTING.load(Ordering::Relaxed)
+}
+
+/// For programs that embed Warren and install their own OpenTelemetry
+/// layer instead of calling [`init`]: task spans then carry the attributes.
+pub fn set_exporting(on: bool) {
+    EXPORTING.store(on, Ordering::Relaxed);
 }
 
 /// Keeps the log writer and the trace exporter alive;
@@ -73,7 +81,7 @@ pub fn init() -> Telemetry {
     let (otel, provider) = otel::layer();
     #[cfg(feature = "otel")]
     {
-        EXPORTING.store(otel.is_some(), Ordering::Relaxed);
+        set_exporting(otel.is_some());
         layers.extend(otel);
     }
     tracing_subscriber::registry()
