@@ -128,7 +128,7 @@ async fn a_text_line_shows_the_task_not_its_trace_attributes() {
     w.wait_acked(1, LIMIT).await;
     w.wait_for("[x] Done", 1, LIMIT).await;
     for line in w.matching("[x] ") {
-        for needle in ["id=abcdef01 ", "worker=", "attempt=1"] {
+        for needle in ["id=23456789 ", "worker=", "attempt=1"] {
             assert!(line.contains(needle), "{needle} in {line}");
         }
         assert!(

@@ -1,8 +1,10 @@
 //! The span each task runs in.
 //!
 //! One place decides its fields. Every log line of a task shows the short
-//! fields: `id` (the first 8 characters of the message id, enough to tell
-//! tasks apart and to search for), `worker` and `attempt` — the same in text
+//! fields: `id` (the last 8 characters of the message id: enough to tell
+//! tasks apart and to search for; the end, because ids made of a prefix and
+//! a counter — `warren publish`'s `<uuid>-<n>`, `order-000123` — differ
+//! there, and a UUID is random at both ends), `worker` and `attempt` — the same in text
 //! and JSON, so a line seen on a terminal is found by the same values in a
 //! log shipper. The queue is not repeated: a process consumes one queue, and
 //! says which when it starts.
@@ -59,11 +61,11 @@ pub fn task(task: TaskFields<'_>, worker: usize) -> Span {
     span
 }
 
-/// The first [`SHORT_ID`] characters of the message id; `-` without one.
+/// The last [`SHORT_ID`] characters of the message id; `-` without one.
 fn short_id(message_id: Option<&str>) -> &str {
     let Some(id) = message_id else { return "-" };
-    match id.char_indices().nth(SHORT_ID) {
-        Some((end, _)) => &id[..end],
+    match id.char_indices().rev().nth(SHORT_ID - 1) {
+        Some((start, _)) => &id[start..],
         None => id,
     }
 }
@@ -73,13 +75,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn short_ids_keep_eight_characters() {
-        assert_eq!(
-            short_id(Some("3f2a9c1e-77b0-4c55-9d1e-0a1b2c3d4e5f")),
-            "3f2a9c1e"
-        );
+    fn short_ids_keep_the_last_eight_characters() {
+        let uuid = "3f2a9c1e-77b0-4c55-9d1e-0a1b2c3d4e5f";
+        assert_eq!(short_id(Some(uuid)), "2c3d4e5f");
+        assert_eq!(short_id(Some(&format!("{uuid}-17"))), "d4e5f-17");
         assert_eq!(short_id(Some("pika-1")), "pika-1");
-        assert_eq!(short_id(Some("éééééééééé")), "éééééééé");
+        assert_eq!(short_id(Some("12345678")), "12345678");
+        assert_eq!(short_id(Some("aéééééééé")), "éééééééé");
         assert_eq!(short_id(None), "-");
     }
 }
