@@ -23,6 +23,7 @@ where
     W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
 {
     let fmt = tracing_subscriber::fmt::layer()
+        .with_timer(super::timestamp::Timestamp)
         .with_target(false)
         .with_ansi(ansi)
         .with_writer(writer);

@@ -8,11 +8,12 @@
 //! back from JSON. Here fields are escaped and written as they are visited,
 //! and a span's fields, formatted once when it starts, are copied in as they are.
 
+use super::timestamp::Timestamp;
 use std::fmt::{self, Write};
 use tracing::field::{Field, Visit};
 use tracing::{Event, Subscriber};
 use tracing_subscriber::fmt::format::Writer;
-use tracing_subscriber::fmt::time::{FormatTime, SystemTime};
+use tracing_subscriber::fmt::time::FormatTime;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, FormattedFields};
 use tracing_subscriber::registry::LookupSpan;
 
@@ -32,7 +33,7 @@ where
         event: &Event<'_>,
     ) -> fmt::Result {
         line.write_str("{\"timestamp\":\"")?;
-        SystemTime.format_time(&mut line)?;
+        Timestamp.format_time(&mut line)?;
         let level = event.metadata().level();
         write!(line, "\",\"level\":\"{level}\",\"fields\":{{")?;
         let mut fields = Fields::new(&mut line);

@@ -19,6 +19,7 @@ pub mod format;
 pub mod json;
 pub mod propagate;
 pub mod span;
+pub mod timestamp;
 pub mod writer;
 
 use std::io::IsTerminal;

@@ -9,11 +9,12 @@
 //! gap in the log is never silent. The report is written by that thread
 //! directly, so it is never itself dropped or counted.
 
+use super::timestamp::Timestamp;
 use std::io::{self, Write};
 use std::sync::{Arc, OnceLock};
 use tracing_appender::non_blocking::{ErrorCounter, NonBlocking, NonBlockingBuilder, WorkerGuard};
 use tracing_subscriber::fmt::format::Writer;
-use tracing_subscriber::fmt::time::{FormatTime, SystemTime};
+use tracing_subscriber::fmt::time::FormatTime;
 
 /// Lines the queue holds before it drops new ones. 8192 lines of 150–400
 /// bytes (text / JSON task lines) hold at most ~3 MiB, and absorb a reader
@@ -94,7 +95,7 @@ impl<W: Write> Write for DropReporting<W> {
 /// layer's own lines (JSON object or text).
 fn drop_report(n: usize, json: bool) -> String {
     let mut timestamp = String::new();
-    let _ = SystemTime.format_time(&mut Writer::new(&mut timestamp));
+    let _ = Timestamp.format_time(&mut Writer::new(&mut timestamp));
     let message = format!(
         "{n} log lines dropped: the log reader (stderr pipe) is too slow; \
          tasks never wait for it (warren_log_lines_dropped_total counts them)"
