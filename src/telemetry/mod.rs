@@ -77,6 +77,7 @@ pub fn init() -> Telemetry {
     };
     let (lines, guard, dropped) = writer::non_blocking(std::io::stderr(), json);
     crate::metrics::count_dropped_log_lines(move || dropped.dropped_lines() as u64);
+    #[cfg_attr(not(feature = "otel"), allow(unused_mut))] // extended with the otel layer
     let mut layers = vec![format::layer(json, terminal, lines)];
     #[cfg(feature = "otel")]
     let (otel, provider) = otel::layer();
