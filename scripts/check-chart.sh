@@ -50,7 +50,7 @@ KUBE_VERSIONS=(1.29.0 1.37.0)      # the chart's kubeVersion floor, and the newe
 PENDING_ENV=()
 # warren_* metrics the dashboard shows whose code has not landed yet (the same list is
 # PENDING_METRICS in tests/support/grafana.rs). Remove a name once src/ defines it.
-PENDING_METRICS=(warren_log_lines_dropped_total)
+PENDING_METRICS=()
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"

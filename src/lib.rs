@@ -26,7 +26,8 @@
 //! - [`dead`]: `warren dead …`, the dead-letter queue for operators.
 //! - [`status`]: the `warren status` queue report.
 //! - [`shutdown`]: SIGTERM / ctrl-c → a [`CancellationToken`].
-//! - [`telemetry`]: log output (text or JSON), task spans, OTLP traces.
+//! - [`telemetry`]: log output (text or JSON, through a writer that never
+//!   blocks a task), task spans, OTLP traces.
 //! - [`cli`]: the command-line surface used by the `warren` binary.
 //!
 //! Dependencies point one way: `app` and `cli` at the top; `pool`, `server`,

@@ -16,14 +16,15 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let code = match warren::cli::run(cli, shutdown).await {
+    let result = warren::cli::run(cli, shutdown).await;
+    // Flushing traces blocks on HTTP and the log writer on stderr: keep them
+    // off the async workers, and before the error so it is the last line.
+    let _ = tokio::task::spawn_blocking(move || telemetry.shutdown()).await;
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::FAILURE
         }
-    };
-    // Flushing traces blocks on HTTP: keep it off the async workers.
-    let _ = tokio::task::spawn_blocking(move || telemetry.shutdown()).await;
-    code
+    }
 }

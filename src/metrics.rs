@@ -10,7 +10,22 @@ use prometheus::{
     Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry, TextEncoder,
 };
+use std::sync::OnceLock;
 use std::time::Duration;
+
+/// Reads the log lines dropped so far. Logging is set up once per process,
+/// registries once per pool: every registry reads the same count at scrape time.
+type DroppedLogLines = Box<dyn Fn() -> u64 + Send + Sync>;
+
+/// Where `warren_log_lines_dropped_total` comes from (set by telemetry).
+static LOG_LINES_DROPPED: OnceLock<DroppedLogLines> = OnceLock::new();
+
+/// Makes `warren_log_lines_dropped_total` read `dropped` (the log writer's
+/// own counter, so the metric and the log's drop reports never disagree).
+/// The first call wins.
+pub fn count_dropped_log_lines(dropped: impl Fn() -> u64 + Send + Sync + 'static) {
+    let _ = LOG_LINES_DROPPED.set(Box::new(dropped));
+}
 
 /// What became of a delivery (`warren_tasks_total{outcome}`); the handler's
 /// [`Outcome`](crate::Outcome) is what it asked for, this is what was done.
@@ -93,6 +108,9 @@ pub struct Metrics {
     pub pod_deletion_cost: IntGauge,
     /// Failed attempts to set the pod-deletion-cost (no cluster, no RBAC).
     pub pod_deletion_cost_errors: IntCounter,
+    /// Log lines dropped because stderr's reader was too slow, process-wide
+    /// (brought up to date at each scrape).
+    log_lines_dropped: IntCounter,
 }
 
 /// Task duration buckets: 1 ms to 1 h.
@@ -172,6 +190,7 @@ impl Metrics {
             copies_unconfirmed,
             pod_deletion_cost,
             pod_deletion_cost_errors,
+            log_lines_dropped: r.log_lines_dropped(),
             registry: r.0,
         }
     }
@@ -200,6 +219,13 @@ impl Metrics {
 
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
+        if let Some(dropped) = LOG_LINES_DROPPED.get() {
+            // Two scrapes at once must not both add the same lines.
+            static CATCHING_UP: std::sync::Mutex<()> = std::sync::Mutex::new(());
+            let _one_at_a_time = CATCHING_UP.lock().unwrap_or_else(|e| e.into_inner());
+            let behind = dropped().saturating_sub(self.log_lines_dropped.get());
+            self.log_lines_dropped.inc_by(behind);
+        }
         let mut out = Vec::new();
         TextEncoder::new()
             .encode(&self.registry.gather(), &mut out)
@@ -306,6 +332,14 @@ impl Registrar {
         )
     }
 
+    /// Lines the log writer dropped (see `count_dropped_log_lines`).
+    fn log_lines_dropped(&self) -> IntCounter {
+        self.counter(
+            "warren_log_lines_dropped_total",
+            "Log lines dropped because the log reader (stderr) was too slow; tasks never wait for it.",
+        )
+    }
+
     /// `warren_build_info{version}` = 1, set once.
     fn build_info(&self) {
         let info = self.add(IntGaugeVec::new(
@@ -337,6 +371,7 @@ mod tests {
             "warren_build_info{version=",
             "warren_tasks_in_flight 0",
             "warren_broker_connected 0",
+            "warren_log_lines_dropped_total 0",
         ] {
             assert!(text.contains(needle), "missing {needle} in\n{text}");
         }

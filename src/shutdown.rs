@@ -12,9 +12,9 @@ use tracing::{info, warn};
 const FLUSH_LIMIT: Duration = Duration::from_secs(2);
 
 /// A token cancelled by the first SIGTERM or ctrl-c (graceful drain).
-/// A second signal exits with 130 at once, after giving `flush` (exporting
-/// buffered traces) at most 2 s; the broker requeues whatever
-/// was unacked.
+/// A second signal exits with 130 at once, after giving `flush` (writing the
+/// queued log lines, exporting buffered traces) at most 2 s; the broker
+/// requeues whatever was unacked.
 pub fn on_signals(flush: impl FnOnce() + Send + 'static) -> std::io::Result<CancellationToken> {
     let token = CancellationToken::new();
     let mut term = signal(SignalKind::terminate())?;

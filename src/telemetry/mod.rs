@@ -4,6 +4,9 @@
 //!   Format from `WARREN_LOG_FORMAT` (`text` or `json`); by default JSON when
 //!   stderr (where logs go) is not a terminal — one object per line for log
 //!   shippers — and text on a terminal. stdout stays free for command output.
+//!   Lines go through a bounded queue that a thread of its own writes
+//!   ([`writer`]): logging never blocks a task; lines that do not fit are
+//!   dropped, counted and reported. What a line shows: [`format`].
 //! - Traces (cargo feature `otel`, on by default): exported over OTLP when the
 //!   standard `OTEL_EXPORTER_OTLP_ENDPOINT` (or `…_TRACES_ENDPOINT`) is set,
 //!   with `OTEL_SERVICE_NAME` (default `warren`) and
@@ -12,22 +15,49 @@
 //! - [`propagate`]: W3C `traceparent`/`tracestate` in AMQP headers.
 //! - [`span`]: the span each task runs in.
 
+pub mod format;
+pub mod json;
 pub mod propagate;
 pub mod span;
+pub mod timestamp;
+pub mod writer;
 
 use std::io::IsTerminal;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use tracing_appender::non_blocking::WorkerGuard;
+use tracing_subscriber::EnvFilter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
-use tracing_subscriber::{EnvFilter, Layer, Registry};
 
 /// lapin logs every error it also returns to us; Warren reports those itself
 /// with the cause and the fix, so lapin's own lines are off unless asked for
 /// (`WARREN_LOG=info,lapin=debug`).
 const DEFAULT_FILTER: &str = "info,lapin=off";
 
-/// Keeps the trace exporter alive; [`Telemetry::shutdown`] flushes it.
-#[must_use = "call shutdown() before exiting so buffered spans are exported"]
+/// Set once traces are exported: only then does a task span carry the
+/// OpenTelemetry attributes (building them costs every task).
+static EXPORTING: AtomicBool = AtomicBool::new(false);
+
+/// True when task spans carry the OpenTelemetry attributes: [`init`]
+/// installed an OpenTelemetry layer, or [`set_exporting`] said so.
+pub fn exporting() -> bool {
+    EXPORTING.load(Ordering::Relaxed)
+}
+
+/// For programs that embed Warren and install their own OpenTelemetry
+/// layer instead of calling [`init`]: task spans then carry the attributes.
+pub fn set_exporting(on: bool) {
+    EXPORTING.store(on, Ordering::Relaxed);
+}
+
+/// Keeps the log writer and the trace exporter alive;
+/// [`Telemetry::shutdown`] flushes both.
+#[must_use = "call shutdown() before exiting so buffered lines and spans are written"]
 pub struct Telemetry {
+    /// Dropping it writes the queued log lines; taken by whichever of
+    /// `shutdown` and a `flusher` runs first.
+    logs: Arc<Mutex<Option<WorkerGuard>>>,
     #[cfg(feature = "otel")]
     provider: Option<opentelemetry_sdk::trace::SdkTracerProvider>,
 }
@@ -45,37 +75,39 @@ pub fn init() -> Telemetry {
         Ok("text") => false,
         _ => !terminal,
     };
-    let fmt = tracing_subscriber::fmt::layer()
-        .with_target(false)
-        .with_ansi(terminal)
-        .with_writer(std::io::stderr);
-    let fmt: Box<dyn Layer<Registry> + Send + Sync> = if json {
-        Box::new(fmt.json().with_current_span(true).with_span_list(false))
-    } else {
-        Box::new(fmt)
-    };
-    let mut layers = vec![fmt];
+    let (lines, guard, dropped) = writer::non_blocking(std::io::stderr(), json);
+    crate::metrics::count_dropped_log_lines(move || dropped.dropped_lines() as u64);
+    #[cfg_attr(not(feature = "otel"), allow(unused_mut))] // extended with the otel layer
+    let mut layers = vec![format::layer(json, terminal, lines)];
     #[cfg(feature = "otel")]
     let (otel, provider) = otel::layer();
     #[cfg(feature = "otel")]
-    layers.extend(otel);
+    {
+        set_exporting(otel.is_some());
+        layers.extend(otel);
+    }
     tracing_subscriber::registry()
         .with(layers)
         .with(filter)
         .init();
     Telemetry {
+        logs: Arc::new(Mutex::new(Some(guard))),
         #[cfg(feature = "otel")]
         provider,
     }
 }
 
 impl Telemetry {
-    /// A blocking function that exports the spans buffered so far, for an
-    /// exit that cannot wait for [`Telemetry::shutdown`] (a second signal).
+    /// A blocking function that writes the queued log lines, then exports
+    /// the spans buffered so far, for an exit that cannot wait for
+    /// [`Telemetry::shutdown`] (a second signal). Logs go first: exporting
+    /// can wait on a slow collector, and the caller's time limit is short.
     pub fn flusher(&self) -> impl FnOnce() + Send + 'static {
+        let logs = self.logs.clone();
         #[cfg(feature = "otel")]
         let provider = self.provider.clone();
         move || {
+            flush_logs(&logs);
             #[cfg(feature = "otel")]
             if let Some(provider) = provider {
                 if let Err(e) = provider.force_flush() {
@@ -85,7 +117,8 @@ impl Telemetry {
         }
     }
 
-    /// Flushes buffered spans (blocking; call once, at exit).
+    /// Flushes buffered spans, then the queued log lines (blocking; call
+    /// once, at exit). Lines logged after this are dropped.
     pub fn shutdown(self) {
         #[cfg(feature = "otel")]
         if let Some(provider) = self.provider {
@@ -93,7 +126,15 @@ impl Telemetry {
                 eprintln!("warning: flushing traces failed: {e}");
             }
         }
+        flush_logs(&self.logs);
     }
+}
+
+/// Stops the log writer once it wrote what was queued (at most ~1 s on a
+/// stalled reader, tracing-appender's limit).
+fn flush_logs(logs: &Mutex<Option<WorkerGuard>>) {
+    let guard = logs.lock().unwrap_or_else(|e| e.into_inner()).take();
+    drop(guard);
 }
 
 #[cfg(feature = "otel")]
@@ -101,9 +142,8 @@ mod otel {
     use opentelemetry::trace::TracerProvider as _;
     use opentelemetry_sdk::Resource;
     use opentelemetry_sdk::trace::SdkTracerProvider;
-    use tracing_subscriber::{Layer, Registry};
 
-    type BoxedLayer = Box<dyn Layer<Registry> + Send + Sync>;
+    use super::format::BoxedLayer;
 
     /// The OpenTelemetry layer, or none when no OTLP endpoint is configured.
     pub fn layer() -> (Option<BoxedLayer>, Option<SdkTracerProvider>) {

@@ -5,7 +5,7 @@
 
 use super::net::free_port;
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::process::{Child, ChildStderr, Command, ExitStatus, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -94,6 +94,8 @@ pub struct Warren {
     pub base: String,
     child: Child,
     lines: Arc<Mutex<Vec<String>>>,
+    /// stderr while nobody reads it yet (see [`Warren::spawn_unread`]).
+    unread: Option<ChildStderr>,
 }
 
 impl Warren {
@@ -104,7 +106,16 @@ impl Warren {
 
     /// Starts a prepared command (extra env etc.), serving health and
     /// metrics on a port picked here, so the test knows where to look.
-    pub fn spawn_with(name: &str, mut cmd: Command) -> Warren {
+    pub fn spawn_with(name: &str, cmd: Command) -> Warren {
+        let mut warren = Self::spawn_unread(name, cmd);
+        warren.read_stderr();
+        warren
+    }
+
+    /// Like [`Warren::spawn_with`], but nobody reads stderr until
+    /// [`Warren::read_stderr`]: the pipe fills up and stays full, as with a
+    /// log reader that stalled.
+    pub fn spawn_unread(name: &str, mut cmd: Command) -> Warren {
         let listen = format!("127.0.0.1:{}", free_port());
         cmd.env("WARREN_SERVER_LISTEN", &listen);
         let mut child = cmd
@@ -112,10 +123,23 @@ impl Warren {
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn warren");
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let sink = lines.clone();
-        let stderr = child.stderr.take().unwrap();
-        let tag = name.to_owned();
+        let unread = child.stderr.take();
+        Warren {
+            name: name.to_owned(),
+            base: format!("http://{listen}"),
+            child,
+            lines: Arc::new(Mutex::new(Vec::new())),
+            unread,
+        }
+    }
+
+    /// Starts collecting stderr lines (once; later calls do nothing).
+    pub fn read_stderr(&mut self) {
+        let Some(stderr) = self.unread.take() else {
+            return;
+        };
+        let sink = self.lines.clone();
+        let tag = self.name.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if std::env::var_os("WARREN_TEST_ECHO").is_some() {
@@ -124,12 +148,6 @@ impl Warren {
                 sink.lock().unwrap().push(line);
             }
         });
-        Warren {
-            name: name.to_owned(),
-            base: format!("http://{listen}"),
-            child,
-            lines,
-        }
     }
 
     pub fn pid(&self) -> i32 {
