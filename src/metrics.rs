@@ -140,15 +140,12 @@ impl Metrics {
         let (queue_ready, queue_consumers) = r.queue_gauges();
         let (pod_deletion_cost, pod_deletion_cost_errors) = r.pod_cost();
         let (copies_unconfirmed, copies_held) = r.copies();
+        let (task_duration, publish_confirm) = r.latencies();
         Metrics {
             outcomes,
             replayed,
             tasks,
-            task_duration: r.histogram(
-                "warren_task_duration_seconds",
-                "Handler run time per task.",
-                DURATION_BUCKETS,
-            ),
+            task_duration,
             in_flight: r.gauge(
                 "warren_tasks_in_flight",
                 "Unacked deliveries this process is working on.",
@@ -177,11 +174,7 @@ impl Metrics {
                 "warren_handler_panics_total",
                 "Handler panics caught; each task was retried.",
             ),
-            publish_confirm: r.histogram(
-                "warren_publish_confirm_seconds",
-                "Time from publish to broker confirm.",
-                CONFIRM_BUCKETS,
-            ),
+            publish_confirm,
             copies_held,
             acks_failed: r.counter(
                 "warren_acks_failed_total",
@@ -302,6 +295,22 @@ impl Registrar {
     fn histogram(&self, name: &str, help: &str, buckets: &[f64]) -> Histogram {
         let opts = HistogramOpts::new(name, help).buckets(buckets.to_vec());
         self.add(Histogram::with_opts(opts))
+    }
+
+    /// Handler run times and publish-confirm latencies.
+    fn latencies(&self) -> (Histogram, Histogram) {
+        (
+            self.histogram(
+                "warren_task_duration_seconds",
+                "Handler run time per task.",
+                DURATION_BUCKETS,
+            ),
+            self.histogram(
+                "warren_publish_confirm_seconds",
+                "Time from publish to broker confirm.",
+                CONFIRM_BUCKETS,
+            ),
+        )
     }
 
     /// Retry/dead-letter copies not stored, and deliveries held for them.
