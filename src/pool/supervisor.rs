@@ -214,7 +214,7 @@ async fn consume<H: Handler>(
     let stalled_end = || End::Lost(ctx.health.reconnect_reason().unwrap_or_default());
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let tuning = run.tuner.is_some();
+    let mut tuning = run.tuner.is_some();
     let mut slot = None;
     loop {
         let next = tokio::select! {
@@ -223,8 +223,13 @@ async fn consume<H: Handler>(
             _ = &mut stalled => return stalled_end(),
             _ = tick.tick(), if tuning => {
                 let tuner = run.tuner.as_deref_mut().expect("tuning");
-                if let Err(end) = retune(ctx, &session.channel, &mut session.feed, tuner).await {
-                    return end;
+                match retune(ctx, &session.channel, &mut session.feed, tuner).await {
+                    Ok(()) => {}
+                    // The broker closed the channel under us: the feed ends
+                    // with its reason (a consumer_timeout, say), which the
+                    // operator needs more than "channel closed".
+                    Err(_) if !session.channel.status().connected() => tuning = false,
+                    Err(end) => return end,
                 }
                 continue;
             }
