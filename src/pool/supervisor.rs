@@ -223,14 +223,10 @@ async fn consume<H: Handler>(
             _ = &mut stalled => return stalled_end(),
             _ = tick.tick(), if tuning => {
                 let tuner = run.tuner.as_deref_mut().expect("tuning");
-                match retune(ctx, &session.channel, &mut session.feed, tuner).await {
-                    Ok(()) => {}
-                    // The broker closed the channel under us: the feed ends
-                    // with its reason (a consumer_timeout, say), which the
-                    // operator needs more than "channel closed".
-                    Err(_) if !session.channel.status().connected() => tuning = false,
+                tuning = match tune(ctx, session, tuner).await {
+                    Ok(keep) => keep,
                     Err(end) => return end,
-                }
+                };
                 continue;
             }
             taken = run.slots.take(), if slot.is_none() => {
@@ -260,6 +256,18 @@ async fn consume<H: Handler>(
             Some(Err(e)) => return End::Lost(e.to_string()),
             None => return End::Cancelled,
         }
+    }
+}
+
+/// One adaptive-prefetch tick. Ok(false) stops tuning for this session:
+/// the broker closed the channel under us, and the feed ends with its
+/// reason (a consumer_timeout, say), which the operator needs more than
+/// "channel closed".
+async fn tune(ctx: &Context, session: &mut Session, tuner: &mut Tuner) -> Result<bool, End> {
+    match retune(ctx, &session.channel, &mut session.feed, tuner).await {
+        Ok(()) => Ok(true),
+        Err(_) if !session.channel.status().connected() => Ok(false),
+        Err(end) => Err(end),
     }
 }
 
