@@ -75,7 +75,11 @@ pub fn init() -> Telemetry {
         Ok("text") => false,
         _ => !terminal,
     };
-    let (lines, guard, dropped) = writer::non_blocking(std::io::stderr(), json);
+    // Buffered on the writer thread: it drains every queued line, then
+    // flushes (tracing-appender's worker), so a burst of lines costs one
+    // write syscall, not one per line, and a quiet log is still written at once.
+    let stderr = std::io::BufWriter::with_capacity(64 * 1024, std::io::stderr());
+    let (lines, guard, dropped) = writer::non_blocking(stderr, json);
     crate::metrics::count_dropped_log_lines(move || dropped.dropped_lines() as u64);
     #[cfg_attr(not(feature = "otel"), allow(unused_mut))] // extended with the otel layer
     let mut layers = vec![format::layer(json, terminal, lines)];
