@@ -27,6 +27,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use tracing_appender::non_blocking::WorkerGuard;
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::Targets;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
@@ -68,7 +69,7 @@ pub fn init() -> Telemetry {
     let filter = std::env::var("WARREN_LOG")
         .or_else(|_| std::env::var("RUST_LOG"))
         .unwrap_or_else(|_| DEFAULT_FILTER.into());
-    let filter = EnvFilter::try_new(&filter).unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
+    let (targets, env_filter) = filters(&filter);
     let terminal = std::io::stderr().is_terminal();
     let json = match std::env::var("WARREN_LOG_FORMAT").as_deref() {
         Ok("json") => true,
@@ -92,13 +93,30 @@ pub fn init() -> Telemetry {
     }
     tracing_subscriber::registry()
         .with(layers)
-        .with(filter)
+        .with(targets)
+        .with(env_filter)
         .init();
     Telemetry {
         logs: Arc::new(Mutex::new(Some(guard))),
         #[cfg(feature = "otel")]
         provider,
     }
+}
+
+/// The log filter for `spec`: exactly one of the two is set. A list of
+/// `target=level` directives (the default, and what nearly everyone writes)
+/// becomes a [`Targets`] filter, decided once per call site. Only a spec that
+/// needs [`EnvFilter`] (span or field directives, `[task{attempt=2}]=debug`)
+/// gets it: it tracks every span's enter and exit, which a pool running
+/// thousands of task spans a second pays for on every poll.
+fn filters(spec: &str) -> (Option<Targets>, Option<EnvFilter>) {
+    if !spec.contains('[')
+        && let Ok(targets) = spec.parse::<Targets>()
+    {
+        return (Some(targets), None);
+    }
+    let env = EnvFilter::try_new(spec).unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
+    (None, Some(env))
 }
 
 impl Telemetry {
@@ -184,5 +202,25 @@ mod otel {
         let tracer = provider.tracer("warren");
         let layer = tracing_opentelemetry::layer().with_tracer(tracer);
         (Some(Box::new(layer)), Some(provider))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_target_lists_get_the_cheap_filter_and_span_directives_env_filter() {
+        for spec in [DEFAULT_FILTER, "warn", "info,warren::pool=debug,lapin=off"] {
+            let (targets, env) = filters(spec);
+            assert!(targets.is_some() && env.is_none(), "{spec}");
+        }
+        let (targets, env) = filters("info,[task{attempt=2}]=debug");
+        assert!(targets.is_none() && env.is_some());
+        let (targets, env) = filters("[[not a filter");
+        assert!(
+            targets.is_none() && env.is_some(),
+            "falls back to the default"
+        );
     }
 }
