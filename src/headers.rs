@@ -1,5 +1,9 @@
 //! The AMQP headers Warren writes and reads, named once (docs/reliability.md
-//! and docs/operations.md describe them for users).
+//! and docs/operations.md describe them for users), and the readers of their
+//! values: producers other than Warren pick whichever AMQP type they like.
+
+use lapin::types::AMQPValue;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 /// The attempt number across retries (1 = first try; absent = 1).
 pub const ATTEMPT: &str = "x-warren-attempt";
@@ -36,3 +40,41 @@ pub const FAILURE: &[&str] = &[
     ORIGINAL_QUEUE,
     ORIGINAL_ROUTING_KEY,
 ];
+
+/// A header value of any AMQP integer type (not a timestamp) as an i64.
+pub fn integer(value: &AMQPValue) -> Option<i64> {
+    Some(match *value {
+        AMQPValue::ShortShortInt(n) => n.into(),
+        AMQPValue::ShortShortUInt(n) => n.into(),
+        AMQPValue::ShortInt(n) => n.into(),
+        AMQPValue::ShortUInt(n) => n.into(),
+        AMQPValue::LongInt(n) => n.into(),
+        AMQPValue::LongUInt(n) => n.into(),
+        AMQPValue::LongLongInt(n) => n,
+        _ => return None,
+    })
+}
+
+/// A time header (an AMQP timestamp, or an integer) as seconds since the epoch.
+pub fn seconds(value: &AMQPValue) -> Option<u64> {
+    match *value {
+        AMQPValue::Timestamp(n) => Some(n),
+        _ => integer(value).and_then(|n| u64::try_from(n).ok()),
+    }
+}
+
+/// A string header as text (AMQP strings are bytes; shown lossily).
+pub fn text(value: &AMQPValue) -> Option<String> {
+    match value {
+        AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
+        AMQPValue::ShortString(s) => Some(s.to_string()),
+        _ => None,
+    }
+}
+
+/// Now, as the AMQP timestamp Warren writes (seconds since the epoch).
+pub fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}

@@ -4,11 +4,11 @@
 //! delivery limit, a policy's `x-dead-letter-exchange`), from `x-death`.
 
 use crate::headers::{
-    ATTEMPTS, FAILURE, FIRST_FAILURE, LAST_FAILURE, REASON, REPLAYED, REPLAYED_AT, WORKER,
+    ATTEMPTS, FAILURE, FIRST_FAILURE, LAST_FAILURE, REASON, REPLAYED, REPLAYED_AT, WORKER, integer,
+    now, seconds, text,
 };
 use lapin::protocol::BasicProperties;
 use lapin::types::{AMQPValue, FieldTable};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Why a letter died, grouped for the `list` summary.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -93,21 +93,18 @@ impl Letter {
             reason,
             category,
             attempts: get(ATTEMPTS)
-                .and_then(int)
+                .and_then(integer)
                 .or_else(|| death.as_ref().and_then(|d| d.count)),
-            first_failure: get(FIRST_FAILURE).and_then(int).map(|n| n as u64),
-            last_failure: get(LAST_FAILURE)
-                .and_then(int)
-                .map(|n| n as u64)
-                .or(death_time),
+            first_failure: get(FIRST_FAILURE).and_then(seconds),
+            last_failure: get(LAST_FAILURE).and_then(seconds).or(death_time),
             worker: get(WORKER).and_then(text),
-            replayed: get(REPLAYED).and_then(int).unwrap_or(0),
+            replayed: get(REPLAYED).and_then(integer).unwrap_or(0),
         }
     }
 
     /// Seconds since the last failure, if it is known.
     pub fn age(&self) -> Option<u64> {
-        let now = now_secs();
+        let now = now();
         self.last_failure.map(|t| now.saturating_sub(t))
     }
 }
@@ -152,32 +149,8 @@ fn first_death(value: &AMQPValue) -> Option<Death> {
     Some(Death {
         reason: get("reason").and_then(text).unwrap_or_else(|| "?".into()),
         queue: get("queue").and_then(text).unwrap_or_else(|| "?".into()),
-        count: get("count").and_then(int),
-        time: get("time").and_then(int).map(|n| n as u64),
-    })
-}
-
-/// A header value as text (AMQP strings are bytes; shown lossily).
-fn text(value: &AMQPValue) -> Option<String> {
-    match value {
-        AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
-        AMQPValue::ShortString(s) => Some(s.to_string()),
-        _ => None,
-    }
-}
-
-/// A header value as an integer, whichever integer type the producer chose.
-fn int(value: &AMQPValue) -> Option<i64> {
-    Some(match *value {
-        AMQPValue::ShortShortInt(n) => n.into(),
-        AMQPValue::ShortShortUInt(n) => n.into(),
-        AMQPValue::ShortInt(n) => n.into(),
-        AMQPValue::ShortUInt(n) => n.into(),
-        AMQPValue::LongInt(n) => n.into(),
-        AMQPValue::LongUInt(n) => n.into(),
-        AMQPValue::LongLongInt(n) => n,
-        AMQPValue::Timestamp(n) => i64::try_from(n).ok()?,
-        _ => return None,
+        count: get("count").and_then(integer),
+        time: get("time").and_then(seconds),
     })
 }
 
@@ -187,7 +160,7 @@ fn int(value: &AMQPValue) -> Option<i64> {
 /// `x-warren-replayed` (one more than before) and `x-warren-replayed-at`.
 pub fn replay_properties(props: &BasicProperties) -> BasicProperties {
     let mut headers = props.headers().clone().unwrap_or_default();
-    let before = headers.inner().get(REPLAYED).and_then(int);
+    let before = headers.inner().get(REPLAYED).and_then(integer);
     let mut kept = FieldTable::default();
     for (key, value) in headers.inner() {
         if !FAILURE.contains(&key.as_str()) {
@@ -199,14 +172,8 @@ pub fn replay_properties(props: &BasicProperties) -> BasicProperties {
         REPLAYED.into(),
         AMQPValue::LongLongInt(before.unwrap_or(0) + 1),
     );
-    headers.insert(REPLAYED_AT.into(), AMQPValue::Timestamp(now_secs()));
+    headers.insert(REPLAYED_AT.into(), AMQPValue::Timestamp(now()));
     props.clone().with_headers(headers)
-}
-
-pub fn now_secs() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 #[cfg(test)]

@@ -48,7 +48,8 @@ pub struct Counts {
     pub seen: usize,
     pub replayed: usize,
     pub removed: usize,
-    /// The pass stopped early: a signal, or the queue held fewer than counted.
+    /// The pass ended early because the queue held fewer than counted (a
+    /// signal ends it with an error instead).
     pub stopped: Option<String>,
 }
 
@@ -207,10 +208,8 @@ impl Pass<'_> {
                     Ok(None)
                 }
             },
-            _ = self.stop.cancelled() => {
-                counts.stopped = Some("interrupted".into());
-                Ok(None)
-            }
+            // `run` turns a stop into its error once the pass is settled.
+            _ = self.stop.cancelled() => Ok(None),
         }
     }
 

@@ -115,18 +115,12 @@ fn value_json(value: &AMQPValue) -> serde_json::Value {
 pub fn attempt_from(headers: &FieldTable) -> u32 {
     let value = headers.inner().get(ATTEMPT_HEADER);
     let n: Option<i128> = match value {
-        Some(AMQPValue::ShortShortInt(v)) => Some((*v).into()),
-        Some(AMQPValue::ShortShortUInt(v)) => Some((*v).into()),
-        Some(AMQPValue::ShortInt(v)) => Some((*v).into()),
-        Some(AMQPValue::ShortUInt(v)) => Some((*v).into()),
-        Some(AMQPValue::LongInt(v)) => Some((*v).into()),
-        Some(AMQPValue::LongUInt(v)) => Some((*v).into()),
-        Some(AMQPValue::LongLongInt(v)) => Some((*v).into()),
         Some(AMQPValue::LongString(s)) => std::str::from_utf8(s.as_bytes())
             .ok()
             .and_then(|t| t.trim().parse().ok()),
         Some(AMQPValue::ShortString(s)) => s.as_str().trim().parse().ok(),
-        _ => None,
+        Some(v) => crate::headers::integer(v).map(i128::from),
+        None => None,
     };
     match n {
         Some(n) if n >= 1 => u32::try_from(n).unwrap_or(u32::MAX),

@@ -17,7 +17,7 @@ use crate::metrics::Disposition;
 use lapin::Channel;
 use lapin::protocol::BasicProperties;
 use lapin::types::{AMQPValue, FieldTable};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use tracing::{error, info, warn};
 
 /// A delivery the pool holds unacked. The methods below are the only ways it
@@ -176,7 +176,7 @@ fn decide(topo: &Topology, max_attempts: u32, attempt: u32, outcome: Outcome) ->
 /// and where the task came from (docs/reliability.md lists them).
 fn dead_letter_headers(task: &Task, reason: &str, worker: &str) -> FieldTable {
     let mut headers = task.headers.clone();
-    let now = now_secs();
+    let now = crate::headers::now();
     let first = task.headers.inner().get(FIRST_FAILURE).cloned();
     let text = |s: &str| AMQPValue::LongString(s.into());
     headers.insert(REASON.into(), text(&truncate(reason, 4096)));
@@ -198,19 +198,16 @@ fn retry_headers(task: &Task, reason: &str) -> FieldTable {
     let next = i64::from(task.attempt.saturating_add(1));
     headers.insert(ATTEMPT.into(), AMQPValue::LongLongInt(next));
     if !headers.contains_key(FIRST_FAILURE) {
-        headers.insert(FIRST_FAILURE.into(), AMQPValue::Timestamp(now_secs()));
+        headers.insert(
+            FIRST_FAILURE.into(),
+            AMQPValue::Timestamp(crate::headers::now()),
+        );
     }
     headers.insert(
         LAST_ERROR.into(),
         AMQPValue::LongString(truncate(reason, 4096).into()),
     );
     headers
-}
-
-fn now_secs() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 fn truncate(s: &str, max: usize) -> String {

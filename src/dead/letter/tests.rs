@@ -36,7 +36,7 @@ fn warren_reasons_are_grouped_by_category() {
         let letter = Letter::read(&props(&[
             (REASON, text(reason)),
             (ATTEMPTS, AMQPValue::LongLongInt(5)),
-            (LAST_FAILURE, AMQPValue::Timestamp(now_secs() - 120)),
+            (LAST_FAILURE, AMQPValue::Timestamp(now() - 120)),
         ]));
         assert_eq!(letter.category, category, "{reason}");
         assert_eq!(letter.reason, reason);
