@@ -5,6 +5,7 @@
 //! batches; a message leaves it only after its replayed copy was confirmed,
 //! or on a purge). [`letter`] reads why a message died; [`render`] prints it.
 
+mod commands;
 pub mod letter;
 pub mod pass;
 pub mod render;
@@ -182,8 +183,6 @@ fn missing_dead_queue(e: Error, topo: &Topology) -> Error {
         e => e,
     }
 }
-
-mod commands;
 
 /// A one-line report of a pass, for the end of replay and purge.
 fn report(counts: &Counts, verb: &str, n: usize, dead: &str) -> String {
