@@ -96,6 +96,12 @@ impl Record {
 /// Per message id, from the records of every process: its body, how often
 /// it was finished, and (time, redelivered flag) of every delivery. What
 /// tests that count every task id (lost? done twice? flagged?) compare.
+///
+/// A program started by a warren that is SIGKILLed before it writes the
+/// body reads a cut-short one (stdin closes as the kernel tears warren
+/// down, before the program is reparented, so it may record "done"). Such a
+/// run is a delivery, but not the task done: only runs that read the full
+/// body (the longest seen for the id) count as done.
 #[derive(Debug, Default)]
 pub struct Ledger {
     pub bodies: BTreeMap<String, String>,
@@ -107,18 +113,27 @@ pub struct Ledger {
 impl Ledger {
     /// The ledger of every process that used `rec`.
     pub fn of(rec: &Recorder) -> Ledger {
+        let entries: Vec<Entry> = rec
+            .names()
+            .into_iter()
+            .flat_map(|name| rec.record(&name).entries)
+            .collect();
         let mut ledger = Ledger::default();
-        for name in rec.names() {
-            for task in rec.record(&name).entries {
-                match task.event {
-                    Event::Start => {
-                        ledger.bodies.insert(task.id.clone(), task.body.clone());
-                        let deliveries = ledger.received_redelivered.entry(task.id).or_default();
-                        deliveries.push((task.at_us, task.redelivered));
-                        deliveries.sort();
-                    }
-                    Event::Done => *ledger.done.entry(task.id).or_default() += 1,
-                }
+        for task in entries.iter().filter(|e| e.event == Event::Start) {
+            let body = ledger.bodies.entry(task.id.clone()).or_default();
+            if task.body.len() > body.len() {
+                body.clone_from(&task.body);
+            }
+            let deliveries = ledger
+                .received_redelivered
+                .entry(task.id.clone())
+                .or_default();
+            deliveries.push((task.at_us, task.redelivered));
+            deliveries.sort();
+        }
+        for task in entries.iter().filter(|e| e.event == Event::Done) {
+            if ledger.bodies.get(&task.id) == Some(&task.body) {
+                *ledger.done.entry(task.id.clone()).or_default() += 1;
             }
         }
         ledger
