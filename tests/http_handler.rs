@@ -26,6 +26,7 @@ fn receiver() -> Server {
             b"flaky" if first => Reply::status(503).body("warming up"),
             b"later" if first => Reply::status(429).header("Retry-After", "2"),
             b"slow" if first => Reply::status(200).delay(Duration::from_secs(3)),
+            big if big.starts_with(b"big ") && first => Reply::status(503),
             _ => Reply::status(200),
         }
     })
@@ -67,7 +68,10 @@ async fn statuses_decide_ack_reject_and_retry() {
         .with_correlation_id("c-ok".into())
         .with_content_type("application/json".into());
     publish(&q, b"ok", props).await;
-    broker::publish(&url, &q, &[b"invalid", b"flaky", b"later", b"slow"]).await;
+    // Many frames long (amqp.frame_max is 16 KiB), to the pod and as a retry copy.
+    let big = format!("big {}", "x".repeat(300_000)).into_bytes();
+    let bodies: [&[u8]; 5] = [b"invalid", b"flaky", b"later", b"slow", &big];
+    broker::publish(&url, &q, &bodies).await;
 
     // 200: acked after one request, with the CloudEvents and Warren headers.
     let ok = server.wait_for(b"ok", 1, LIMIT).await.remove(0);
@@ -119,6 +123,10 @@ async fn statuses_decide_ack_reject_and_retry() {
         gap >= Duration::from_secs(2),
         "Retry-After honoured: {gap:?}"
     );
+
+    // A body of 19 frames arrives whole, and so does its retry copy.
+    let big_requests = server.wait_for(&big, 2, LIMIT).await;
+    assert_eq!(big_requests[1].header("x-warren-attempt"), Some("2"));
 
     // No answer within handler.http.timeout (500ms): retried.
     let slow = server.wait_for(b"slow", 2, LIMIT).await;

@@ -37,6 +37,8 @@ async fn status_shows_ready_consumers_and_unacked() {
         ],
     );
     w.wait_metric("warren_tasks_in_flight", 2.0, LIMIT).await;
+    // Warren offers amqp.frame_max (16 KiB), so lapin's buffers stay small.
+    assert_eq!(frame_max_of(&node, "warren work").await, 16384);
 
     let out = run(&["status", "--amqp-url", &url, "--queue", "jobs"], LIMIT);
     let table = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -113,4 +115,26 @@ async fn status_shows_ready_consumers_and_unacked() {
         msg.contains("401") && msg.contains("amqp.management_url") && !msg.contains("hunter2"),
         "{msg}"
     );
+}
+
+/// The frame_max of the connection whose name contains `name`, from the
+/// management API (which lists a connection a moment after it opened).
+async fn frame_max_of(node: &RabbitNode, name: &str) -> u64 {
+    let started = Instant::now();
+    loop {
+        let list: serde_json::Value =
+            serde_json::from_str(&node.management_get("/api/connections")).unwrap();
+        let ours = list.as_array().into_iter().flatten().find(|c| {
+            let named = c["client_properties"]["connection_name"].as_str();
+            named.is_some_and(|n| n.contains(name))
+        });
+        if let Some(frame_max) = ours.and_then(|c| c["frame_max"].as_u64()) {
+            return frame_max;
+        }
+        assert!(
+            started.elapsed() < LIMIT,
+            "no connection named {name}: {list}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }

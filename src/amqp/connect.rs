@@ -60,6 +60,11 @@ async fn connect_to(cfg: &AmqpConfig, url: &str, name: &str) -> Result<Connectio
     if uri.query.heartbeat.is_none() {
         uri.query.heartbeat = Some(cfg.heartbeat.as_secs().min(u64::from(u16::MAX)) as u16);
     }
+    // Offered up front, so lapin sizes its buffers once and never zero-fills
+    // them again for the broker's larger default (`amqp.frame_max`).
+    if uri.query.frame_max.is_none() {
+        uri.query.frame_max = Some(cfg.frame_max);
+    }
     let props = ConnectionProperties::default().with_connection_name(name.into());
     let shown = redact_url(url);
     let tls = match uri.scheme {

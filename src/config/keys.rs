@@ -158,6 +158,8 @@ pub static KEYS: &[Key] = &[
         "broker URL (`amqps://` for TLS), or the nodes of a cluster, comma-separated; passwords are redacted everywhere"),
     key("amqp.heartbeat", "heartbeat", All, "DURATION", Text,
         "heartbeat interval, so a dead network is noticed; `0s` disables heartbeats"),
+    key("amqp.frame_max", "frame-max", All, "BYTES", Yaml,
+        "largest AMQP frame offered (4096 to 1048576); lapin buffers 64 frames per connection, so it sets memory"),
     key("amqp.connect_timeout", "connect-timeout", All, "DURATION", Text,
         "limit per connection attempt (must be above 0)"),
     key("amqp.confirm_timeout", "confirm-timeout", All, "DURATION", Text,
@@ -227,3 +229,6 @@ pub static KEYS: &[Key] = &[
     key("kube.update_interval", "pod-deletion-cost-interval", Work, "DURATION", Text,
         "how often the cost is recomputed (from the peak in-flight); a PATCH only when its bucket changes (must be above 0)"),
 ];
+
+#[cfg(test)]
+mod tests;

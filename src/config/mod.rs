@@ -9,6 +9,7 @@
 
 pub mod duration;
 pub mod flags;
+mod handler;
 pub mod keys;
 mod listing;
 mod load;
@@ -16,6 +17,7 @@ mod prefetch;
 mod urls;
 mod validate;
 
+pub use handler::{ExecConfig, HandlerConfig, HandlerKind, HttpConfig, SleepConfig};
 pub use keys::{KEYS, Key};
 pub use listing::{effective_yaml, keys_markdown, keys_text};
 pub use load::{Layer, Loaded, Source, env_layers, load};
@@ -46,6 +48,9 @@ pub struct Config {
     pub kube: KubeConfig,
 }
 
+/// `amqp.frame_max` unless set: see [`AmqpConfig::frame_max`].
+pub const FRAME_MAX_DEFAULT: u32 = 16 * 1024;
+
 /// Broker connection settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -57,6 +62,12 @@ pub struct AmqpConfig {
     /// Heartbeat interval negotiated with the broker, so a dead network is noticed.
     #[serde(with = "duration::single")]
     pub heartbeat: Duration,
+    /// The largest frame Warren offers the broker, in bytes. lapin keeps 32
+    /// frames of read buffer and 32 of write buffer per connection, zeroed
+    /// when the broker's larger value is accepted: RabbitMQ's 128 KiB makes
+    /// that 8 MiB, the default 16 KiB makes it 1 MiB. Bodies above it are
+    /// sent in several frames, which costs next to nothing.
+    pub frame_max: u32,
     /// How long one connection attempt may take before it counts as failed
     /// (an unreachable host would otherwise hang on TCP retransmits).
     #[serde(with = "duration::single")]
@@ -84,6 +95,7 @@ impl Default for AmqpConfig {
         AmqpConfig {
             url: "amqp://guest:guest@127.0.0.1:5672/%2f".into(),
             heartbeat: Duration::from_secs(30),
+            frame_max: FRAME_MAX_DEFAULT,
             connect_timeout: Duration::from_secs(10),
             confirm_timeout: Duration::from_secs(30),
             management_url: None,
@@ -214,115 +226,6 @@ impl Default for RetryConfig {
             max_attempts: 5,
             backoff: [1, 10, 60, 600].map(Duration::from_secs).to_vec(),
             dead_letter_queue: None,
-        }
-    }
-}
-
-/// Which kind of handler processes tasks.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum HandlerKind {
-    /// The tutorial's worker: sleep `per_dot` per `.` in the body.
-    #[default]
-    Sleep,
-    /// Run a program per task (body on stdin).
-    Exec,
-    /// POST each task to an HTTP endpoint (a sidecar).
-    Http,
-}
-
-/// Handler selection and per-kind settings.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct HandlerConfig {
-    /// `sleep` (default), `exec` or `http`.
-    pub kind: HandlerKind,
-    /// Settings of the `sleep` handler.
-    pub sleep: SleepConfig,
-    /// Settings of the `exec` handler.
-    pub exec: ExecConfig,
-    /// Settings of the `http` handler.
-    pub http: HttpConfig,
-}
-
-/// The tutorial handler.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct SleepConfig {
-    /// Work time per `.` byte in the body (the tutorial: one second).
-    #[serde(with = "duration::single")]
-    pub per_dot: Duration,
-}
-
-impl Default for SleepConfig {
-    fn default() -> Self {
-        SleepConfig {
-            per_dot: Duration::from_secs(1),
-        }
-    }
-}
-
-/// A program run per task.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ExecConfig {
-    /// argv of the program, run directly (no shell, so no quoting surprises);
-    /// the task body goes to its stdin, never into argv.
-    pub command: Vec<String>,
-    /// Exit codes that mean "this task can never succeed": dead-letter at once
-    /// instead of retrying (65 is sysexits' EX_DATAERR).
-    pub reject_exit_codes: Vec<i32>,
-    /// After a timeout or at the drain deadline the program's process group
-    /// gets SIGTERM, then SIGKILL this much later, so programs can clean up
-    /// but nothing they started outlives the task.
-    #[serde(with = "duration::single")]
-    pub kill_grace: Duration,
-}
-
-impl Default for ExecConfig {
-    fn default() -> Self {
-        ExecConfig {
-            command: Vec::new(),
-            reject_exit_codes: vec![65],
-            kill_grace: Duration::from_secs(2),
-        }
-    }
-}
-
-/// An HTTP endpoint called per task.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct HttpConfig {
-    /// Where each task is POSTed (`http://` or `https://`).
-    pub url: Option<String>,
-    /// Per-request time limit (connect + response); a timeout is retried.
-    #[serde(with = "duration::single")]
-    pub timeout: Duration,
-    /// Optional URL the sidecar answers 2xx on when it can take work; until
-    /// then Warren reports itself not ready, so no traffic is routed to a pod
-    /// whose sidecar is still starting.
-    pub ready_url: Option<String>,
-}
-
-impl Default for HttpConfig {
-    fn default() -> Self {
-        HttpConfig {
-            url: None,
-            timeout: Duration::from_secs(30),
-            ready_url: None,
-        }
-    }
-}
-
-impl HttpConfig {
-    /// A copy safe to print: passwords in `url` and `ready_url` replaced by `***`
-    /// (a sidecar URL may carry basic-auth credentials).
-    pub fn redacted(&self) -> HttpConfig {
-        let redact = |u: &Option<String>| u.as_deref().map(crate::redact::redact_url);
-        HttpConfig {
-            url: redact(&self.url),
-            ready_url: redact(&self.ready_url),
-            ..self.clone()
         }
     }
 }

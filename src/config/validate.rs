@@ -126,6 +126,17 @@ impl Config {
                 ),
             ));
         }
+        if !(4096..=1 << 20).contains(&self.amqp.frame_max) {
+            return Err(Error::config(
+                "amqp.frame_max",
+                format!(
+                    "is {}; it must be 4096 (AMQP's smallest frame) to 1048576 bytes \
+                     (lapin keeps 64 frames of buffer per connection); the default is {}",
+                    self.amqp.frame_max,
+                    super::FRAME_MAX_DEFAULT
+                ),
+            ));
+        }
         if self.amqp.heartbeat.as_secs() > u64::from(u16::MAX) {
             return Err(Error::config(
                 "amqp.heartbeat",

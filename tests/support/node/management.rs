@@ -12,11 +12,12 @@ pub(super) fn conf(port: u16) -> String {
     format!("management.tcp.port = {port}\nmanagement.tcp.ip = 127.0.0.1\n")
 }
 
+/// "Z3Vlc3Q6Z3Vlc3Q=" is base64("guest:guest").
+const AUTH: [(&str, &str); 1] = [("Authorization", "Basic Z3Vlc3Q6Z3Vlc3Q=")];
+
 /// `GET /api/overview` as guest answers 200.
 pub(super) fn answers(port: u16) -> bool {
-    // "Z3Vlc3Q6Z3Vlc3Q=" is base64("guest:guest").
-    let auth = [("Authorization", "Basic Z3Vlc3Q6Z3Vlc3Q=")];
-    try_get(&format!("http://127.0.0.1:{port}/api/overview"), &auth)
+    try_get(&format!("http://127.0.0.1:{port}/api/overview"), &AUTH)
         .is_ok_and(|(status, _)| status == 200)
 }
 
@@ -26,5 +27,15 @@ impl RabbitNode {
         self.ports
             .management
             .map(|p| format!("http://guest:guest@127.0.0.1:{p}"))
+    }
+
+    /// The body of `GET path` on the management API, as guest; panics
+    /// unless it answers 200.
+    pub fn management_get(&self, path: &str) -> String {
+        let port = self.ports.management.expect("management enabled");
+        match try_get(&format!("http://127.0.0.1:{port}{path}"), &AUTH) {
+            Ok((200, body)) => body,
+            other => panic!("GET {path} on the management API: {other:?}"),
+        }
     }
 }
