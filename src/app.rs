@@ -133,7 +133,17 @@ impl<H: Handler> App<H> {
             background.clone(),
         ));
         start_reaper(reap_orphans, &background);
-        let result = pool.run(handler, shutdown).await;
+        // On the runtime's workers, not inline: the caller's future may be
+        // `block_on`'s (the binary's main), which runs on a thread of its own,
+        // and every delivery would then cross threads twice more.
+        let result = match tokio::spawn(pool.run(handler, shutdown)).await {
+            Ok(result) => result,
+            Err(e) => match e.try_into_panic() {
+                Ok(panic) => std::panic::resume_unwind(panic),
+                // Cancelled: only a runtime shutting down does that, and it ends us too.
+                Err(_) => Ok(()),
+            },
+        };
         health.set_phase(Phase::Stopped);
         background.cancel();
         if let Some(server) = server {
