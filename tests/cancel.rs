@@ -98,7 +98,12 @@ async fn a_deleted_queue_is_declared_again_and_consumed() {
 
     delete_queue(&q).await;
     // Declared again by Warren and consumed: a new task goes through.
-    broker::wait_consumers(&url, &q, 1, LIMIT).await;
+    let again = broker::wait_consumers(&url, &q, 1, 2 * LIMIT);
+    if tokio::time::timeout(LIMIT, again).await.is_err() {
+        let url = format!("{base}/readyz");
+        let readyz = tokio::task::spawn_blocking(move || try_get(&url, &[])).await;
+        panic!("no consumer on {q} again within {LIMIT:?}; /readyz: {readyz:?}");
+    }
     readyz_becomes(&base, 200).await;
     broker::publish(&url, &q, &[b"after"]).await;
     wait_count(&counts, 2).await;
