@@ -133,17 +133,7 @@ impl<H: Handler> App<H> {
             background.clone(),
         ));
         start_reaper(reap_orphans, &background);
-        // On the runtime's workers, not inline: the caller's future may be
-        // `block_on`'s (the binary's main), which runs on a thread of its own,
-        // and every delivery would then cross threads twice more.
-        let result = match tokio::spawn(pool.run(handler, shutdown)).await {
-            Ok(result) => result,
-            Err(e) => match e.try_into_panic() {
-                Ok(panic) => std::panic::resume_unwind(panic),
-                // Cancelled: only a runtime shutting down does that, and it ends us too.
-                Err(_) => Ok(()),
-            },
-        };
+        let result = on_workers(pool.run(handler, shutdown)).await;
         health.set_phase(Phase::Stopped);
         background.cancel();
         if let Some(server) = server {
@@ -161,6 +151,20 @@ pub async fn run<H: Handler>(
     shutdown: CancellationToken,
 ) -> Result<()> {
     App::new(config, handler).run(shutdown).await
+}
+
+/// Runs the pool on the runtime's workers, not inline: the caller's future
+/// may be `block_on`'s (the binary's main), which runs on a thread of its
+/// own, and every delivery would then cross threads twice more.
+async fn on_workers(pool: impl Future<Output = Result<()>> + Send + 'static) -> Result<()> {
+    match tokio::spawn(pool).await {
+        Ok(result) => result,
+        Err(e) => match e.try_into_panic() {
+            Ok(panic) => std::panic::resume_unwind(panic),
+            // Cancelled: only a runtime shutting down does that, and it ends us too.
+            Err(_) => Ok(()),
+        },
+    }
 }
 
 /// The orphan reaper, when it was asked for and this process is PID 1.

@@ -162,6 +162,25 @@ async fn workers_ride_out_a_broker_restart() {
             w.name
         );
     }
+
+    // A frozen broker (SIGSTOP: its sockets stay open, nothing answers)
+    // must not hold a graceful exit until the heartbeat gives up on it,
+    // twice amqp.heartbeat (a minute at the default 30s): each broker call
+    // of the drain has its own limit.
+    node.freeze();
+    let stopping = Instant::now();
+    procs[0].signal(libc::SIGTERM);
+    let status = procs[0].wait_exit(LIMIT).await;
+    let took = stopping.elapsed();
+    node.thaw();
+    println!("SIGTERM to exit with the broker frozen: {took:?}");
+    assert_eq!(
+        status.and_then(|s| s.code()),
+        Some(0),
+        "{:?}",
+        procs[0].lines()
+    );
+    assert!(took < Duration::from_secs(50), "the exit waited {took:?}");
 }
 
 /// A tiny deterministic PRNG so a failing run can be replayed from its seed.

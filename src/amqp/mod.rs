@@ -39,3 +39,26 @@ pub async fn open_channel(conn: &lapin::Connection, limit: Duration) -> Result<l
     })
     .await
 }
+
+/// How long a close waits for the broker's close-ok. Closing is a courtesy:
+/// a connection dropped without it is reset, and the broker requeues what
+/// it had unacked all the same.
+const CLOSE_LIMIT: Duration = Duration::from_secs(2);
+
+/// Closes `conn`, giving up on the broker's close-ok after [`CLOSE_LIMIT`]:
+/// a frozen node never sends one, and leaving it to the heartbeat (up to
+/// twice `amqp.heartbeat`, a minute by default) would hold a reconnect or
+/// an exit that long.
+pub async fn close(conn: &lapin::Connection, reason: &str) -> Result<()> {
+    within(CLOSE_LIMIT, "closing the connection", async {
+        conn.close(200, reason.into())
+            .await
+            .map_err(|e| Error::amqp("closing the connection", e))
+    })
+    .await
+}
+
+/// Closes `channel` the same way.
+pub async fn close_channel(channel: &lapin::Channel, reason: &str) {
+    let _ = tokio::time::timeout(CLOSE_LIMIT, channel.close(200, reason.into())).await;
+}

@@ -26,12 +26,15 @@ pub(super) async fn drain(ctx: &Context, mut session: Session, tracker: &TaskTra
         in_flight = ctx.health.in_flight(),
         "draining: cancelling the consumer"
     );
-    if let Err(e) = session
-        .channel
-        .basic_cancel(tag, BasicCancelOptions::default())
-        .await
-    {
-        warn!("basic.cancel failed ({e}); closing the connection will requeue everything unacked");
+    let cancel = async {
+        (session.channel)
+            .basic_cancel(tag, BasicCancelOptions::default())
+            .await
+            .map_err(|e| crate::Error::amqp("basic.cancel", e))
+    };
+    let limit = ctx.config.amqp.connect_timeout;
+    if let Err(e) = crate::amqp::within(limit, "cancelling the consumer", cancel).await {
+        warn!("{e}; closing the connection will requeue everything unacked");
     }
     let mut requeued = 0usize;
     // After cancel-ok the stream ends; whatever it yields first was prefetched
@@ -63,8 +66,8 @@ pub(super) async fn drain(ctx: &Context, mut session: Session, tracker: &TaskTra
     } = session;
     drop(acks);
     let _ = tokio::time::timeout(Duration::from_secs(5), batcher).await;
-    let _ = channel.close(200, "warren shutting down".into()).await;
-    if let Err(e) = conn.close(200, "warren shutting down".into()).await {
+    crate::amqp::close_channel(&channel, "warren shutting down").await;
+    if let Err(e) = crate::amqp::close(&conn, "warren shutting down").await {
         warn!("closing the connection: {e}");
     }
     info!("stopped");

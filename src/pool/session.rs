@@ -66,9 +66,7 @@ impl Session {
                 })
             }
             Err(e) => {
-                let _ = conn
-                    .close(200, "warren could not start consuming".into())
-                    .await;
+                let _ = amqp::close(&conn, "warren could not start consuming").await;
                 Err(e)
             }
         }
@@ -128,7 +126,7 @@ impl Session {
             topology::declare(&probe, &ctx.topo),
         )
         .await;
-        let _ = probe.close(200, "declared".into()).await;
+        amqp::close_channel(&probe, "declared").await;
         declared?;
         within(limit, "consuming", basic_consume(ctx, &self.channel)).await
     }

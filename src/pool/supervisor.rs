@@ -68,7 +68,7 @@ pub(super) async fn supervise<H: Handler>(
             session.node,
             explain_loss(&reason)
         );
-        let _ = session.conn.close(200, "reconnecting".into()).await;
+        let _ = crate::amqp::close(&session.conn, "reconnecting").await;
         failures = 1;
         if sleep_or_shutdown(reconnect_delay(failures), &shutdown).await {
             break;
