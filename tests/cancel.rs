@@ -66,6 +66,11 @@ fn start(
     CancellationToken,
     tokio::task::JoinHandle<warren::Result<()>>,
 ) {
+    // Warren's log, shown when a test fails (libtest captures the test writer).
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter("info,lapin=off")
+        .with_test_writer()
+        .try_init();
     let port = free_port();
     let mut config = Config::default();
     config.amqp.url = shared_url().into();

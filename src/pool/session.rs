@@ -90,9 +90,9 @@ impl Session {
         );
         let mut failures = 0;
         loop {
-            if !self.conn.status().connected() {
+            if !self.conn.status().connected() || !self.channel.status().connected() {
                 return Err(End::Lost(
-                    "the connection closed after a consumer cancel".into(),
+                    "the channel or its connection closed after a consumer cancel".into(),
                 ));
             }
             match self.consume_again(ctx).await {

@@ -163,6 +163,17 @@ fn explain_loss(reason: &str) -> String {
     }
 }
 
+/// Why the feed ended: the broker cancelled the consumer, or it closed the
+/// channel, whose consumers lapin then ends too (a prefetch change that met
+/// a queue deleted under it gets a 404). Only a new session helps then, not
+/// consuming again on that channel.
+fn feed_ended(session: &Session) -> End {
+    match session.channel.status().connected() {
+        true => End::Cancelled,
+        false => End::Lost("the broker closed the consuming channel".into()),
+    }
+}
+
 /// Errors that a reconnect cannot fix: the operator must change something.
 fn is_permanent(e: &Error) -> bool {
     matches!(
@@ -254,7 +265,7 @@ async fn consume<H: Handler>(
                 ));
             }
             Some(Err(e)) => return End::Lost(e.to_string()),
-            None => return End::Cancelled,
+            None => return feed_ended(session),
         }
     }
 }
