@@ -33,28 +33,11 @@ pub(super) async fn drain(ctx: &Context, mut session: Session, tracker: &TaskTra
             .map_err(|e| crate::Error::amqp("basic.cancel", e))
     };
     let limit = ctx.config.amqp.connect_timeout;
-    if let Err(e) = crate::amqp::within(limit, "cancelling the consumer", cancel).await {
-        warn!("{e}; closing the connection will requeue everything unacked");
+    match crate::amqp::within(limit, "cancelling the consumer", cancel).await {
+        Ok(()) => requeue_prefetched(ctx, &mut session).await,
+        // No cancel-ok: the feed would not end either (a frozen node).
+        Err(e) => warn!("{e}; closing the connection will requeue everything unacked"),
     }
-    let mut requeued = 0usize;
-    // After cancel-ok the stream ends; whatever it yields first was prefetched
-    // but never started (including what consumers replaced by a prefetch
-    // change still hold): give it back at once so another pod takes it now.
-    while let Ok(Some(next)) =
-        tokio::time::timeout(Duration::from_secs(5), session.feed.next()).await
-    {
-        if let Ok(delivery) = next {
-            let requeue = BasicNackOptions {
-                requeue: true,
-                multiple: false,
-            };
-            if delivery.acker.nack(requeue).await.is_ok() {
-                requeued += 1;
-                ctx.health.metrics.count(Disposition::Requeued);
-            }
-        }
-    }
-    info!(requeued, "requeued prefetched tasks that had not started");
     wait_in_flight(ctx, tracker).await;
     // Every worker is done: let the batcher send its last acks, then close.
     let Session {
@@ -71,6 +54,28 @@ pub(super) async fn drain(ctx: &Context, mut session: Session, tracker: &TaskTra
         warn!("closing the connection: {e}");
     }
     info!("stopped");
+}
+
+/// After cancel-ok the feed ends; whatever it yields first was prefetched
+/// but never started (including what consumers replaced by a prefetch
+/// change still hold): give it back at once so another pod takes it now.
+async fn requeue_prefetched(ctx: &Context, session: &mut Session) {
+    let mut requeued = 0usize;
+    while let Ok(Some(next)) =
+        tokio::time::timeout(Duration::from_secs(5), session.feed.next()).await
+    {
+        if let Ok(delivery) = next {
+            let requeue = BasicNackOptions {
+                requeue: true,
+                multiple: false,
+            };
+            if delivery.acker.nack(requeue).await.is_ok() {
+                requeued += 1;
+                ctx.health.metrics.count(Disposition::Requeued);
+            }
+        }
+    }
+    info!(requeued, "requeued prefetched tasks that had not started");
 }
 
 /// Gives in-flight tasks `pool.shutdown_timeout` to finish; after that,
